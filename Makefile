@@ -1,0 +1,30 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are installed as a matched pair before the package, so the
+# resolver never mixes a torchvision with a torch it was not built against.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test test-fast bench clean
+
+$(BIN)/fakescope: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/fakescope
+
+demo: install
+	$(BIN)/python -m fakescope.demo demo-out
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

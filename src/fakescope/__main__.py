@@ -1,0 +1,3 @@
+from fakescope.cli import app
+
+app(prog_name="fakescope")

@@ -1,0 +1,149 @@
+"""The `fakescope` command line: each command is a thin call into the modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="fakescope",
+    help="Tell real face images and videos from deepfakes; train, evaluate and audit detectors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON.")) -> None:
+    """List the registered detectors with their cards."""
+    from fakescope.models.registry import list_detectors
+
+    specs = list_detectors()
+    if as_json:
+        console.print_json(json.dumps({s.name: {"card": s.card.model_dump(mode="json"), "loss": s.loss} for s in specs}))
+        return
+    table = Table(title="Registered detectors")
+    for column in ("name", "input", "output", "norm mean/std", "faces", "loss"):
+        table.add_column(column)
+    for s in specs:
+        c = s.card
+        norm = f"{tuple(round(m, 3) for m in c.mean)} / {tuple(round(v, 3) for v in c.std)}"
+        table.add_row(s.name, f"{c.input_size}px", c.output, norm, f"{c.face_crop} +{c.face_margin:.0%}", s.loss)
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config, e.g. configs/lite0.yaml."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (overrides data.root)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set trainer.max_epochs=3"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="A run dir or checkpoint to continue from."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices per node (e.g. 2); DDP when more than one."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Nodes for multi-node DDP."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu, gpu or auto."),
+) -> None:
+    """Train a registered detector on a folder data set."""
+    from fakescope.config import load_config
+    from fakescope.data.discovery import DataError
+    from fakescope.models.backbones import MissingWeightsError
+    from fakescope.training.fit import fit
+
+    overrides = list(set_)
+    if data is not None:
+        overrides.append(f"data.root={data}")
+    if devices is not None:
+        overrides.append(f"trainer.devices={devices}")
+    if num_nodes is not None:
+        overrides.append(f"trainer.num_nodes={num_nodes}")
+    if accelerator is not None:
+        overrides.append(f"trainer.accelerator={accelerator}")
+    try:
+        cfg = load_config(config, overrides)
+        run_dir = fit(cfg, resume=resume)
+    except (DataError, MissingWeightsError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    results_path = run_dir / "results.json"
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+        test = results["final"].get("test", {})
+        console.print(
+            f"[bold green]done[/] run dir: {run_dir}  best {results['monitor']}: {results['best_score']}  "
+            f"test AUC: {test.get('auc_roc')}  test accuracy: {test.get('accuracy')}"
+        )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A .ckpt from `fakescope train` or a .safetensors detector."),
+    data: list[Path] = typer.Option(..., "--data", help="Labelled data dir; repeat for cross-data-set evaluation."),
+    split: str = typer.Option("test", "--split", help="train, val, test or all."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the card's threshold."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: evaluation-<timestamp> beside the checkpoint's run)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Metrics, ROC and confusion-matrix plots and a JSON report for a checkpoint."""
+    from datetime import datetime
+
+    from fakescope.checkpoint import CheckpointError
+    from fakescope.data.discovery import DataError
+    from fakescope.evaluation.evaluate import evaluate_checkpoint
+
+    out_dir = out or checkpoint.resolve().parent.parent / f"evaluation-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        report = evaluate_checkpoint(checkpoint, data, out_dir, split=split, threshold=threshold, batch_size=batch_size)
+    except (CheckpointError, DataError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    table = Table(title=f"{report['detector']} v{report['detector_version']}, threshold {report['threshold']:.3f} ({report['threshold_source']})")
+    for column in ("data set", "n", "AUC", "AP", "accuracy", "EER", "F1 (fake)"):
+        table.add_column(column)
+    for name, m in report["datasets"].items():
+        table.add_row(
+            name, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]), _fmt(m["eer"]), _fmt(m["fake"]["f1"])
+        )
+    console.print(table)
+    console.print(f"report: {out_dir / 'evaluation.json'}")
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="A labelled data dir ({real,fake} or {train,val,test}/{real,fake})."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
+    max_files: Optional[int] = typer.Option(None, "--max-files", help="Audit a seeded sample of this many files per class."),
+) -> None:
+    """Find what, besides the manipulation, tells the classes apart (file format, size, duplicates...)."""
+    from fakescope.data.audit import audit_dataset, format_audit
+    from fakescope.utils import atomic_write_json
+
+    if not data.is_dir():
+        fail(f"data dir not found: {data}")
+    report = audit_dataset(data, max_files=max_files)
+    console.print(format_audit(report), highlight=False)
+    if out:
+        atomic_write_json(out, report)
+        console.print(f"report: {out}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,163 @@
+"""Training configuration: YAML files validated by pydantic, with `--set key=value` overrides.
+
+The effective config (after overrides) is saved in every run dir, so a run can be repeated
+from its own folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    # Either `root` (a discovered layout) or explicit per-class, per-split directories.
+    root: Path | None = None
+    real_train_dir: Path | None = None
+    fake_train_dir: Path | None = None
+    real_val_dir: Path | None = None
+    fake_val_dir: Path | None = None
+    real_test_dir: Path | None = None
+    fake_test_dir: Path | None = None
+    # Used when a layout has no split of its own (flat real/fake).
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    split_seed: int = 42
+    augmentation: str = "light"
+    sharpen_blurry: bool = False
+    blur_threshold: float = 100.0
+    balance: Literal["none", "undersample", "weighted-sampler", "class-weights"] = "none"
+    max_samples_per_class: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+    # None: one worker per core.
+    num_workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> "DataConfig":
+        explicit = any(
+            getattr(self, f"{c}_{s}_dir") for c in ("real", "fake") for s in ("train", "val", "test")
+        )
+        if self.root is None and not explicit:
+            raise ValueError("data needs `root` or real_/fake_ train/val/test dirs")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str
+    pretrained: bool = True
+    weights_path: Path | None = None
+    allow_download: bool = False
+    # Card fields to change for this run, e.g. {input_size: 128}.
+    card: dict[str, Any] = Field(default_factory=dict)
+    # Family-specific builder options.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    # None: the detector's registered default loss.
+    name: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(_Strict):
+    lr_backbone: float = Field(1e-5, gt=0)
+    lr_head: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["none", "cosine-warm-restarts", "onecycle", "plateau"] = "cosine-warm-restarts"
+    t_0: int = Field(10, gt=0)
+    t_mult: int = Field(2, ge=1)
+    eta_min: float = 1e-7
+    plateau_factor: float = Field(0.3, gt=0, lt=1)
+    plateau_patience: int = Field(3, ge=0)
+    min_lr: float = 1e-7
+    onecycle_pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+class FinetuneConfig(_Strict):
+    """Second phase of transfer learning: unfreeze the end of the backbone.
+
+    The unfrozen layers train at `optimizer.lr_backbone` (set it 10x below lr_head for the
+    usual transfer recipe); BatchNorm stays frozen in inference mode unless asked.
+    """
+
+    unfreeze_at_epoch: int = Field(..., ge=1)
+    unfreeze_layers: int = Field(20, gt=0)
+    train_batchnorm: bool = False
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: Literal["val_auc", "val_acc", "val_loss"] = "val_auc"
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(1e-3, ge=0)
+
+
+class TrainerConfig(_Strict):
+    max_epochs: int = Field(10, gt=0)
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    gradient_clip_norm: float | None = 1.0
+    accumulate_grad_batches: int = Field(1, ge=1)
+    early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    seed: int = 42
+    channels_last: bool = False
+    limit_train_batches: int | float | None = None
+    log_every_n_steps: int = Field(10, gt=0)
+
+
+class TrainConfig(_Strict):
+    name: str = "run"
+    output_dir: Path = Path("runs")
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    finetune: FinetuneConfig | None = None
+
+
+def _parse_value(text: str) -> Any:
+    # YAML gives the natural types: 3 -> int, 1e-4 -> float, true -> bool, null -> None.
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict (a copy)."""
+    result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        dotted, value = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = _parse_value(value)
+    return result
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return TrainConfig.model_validate(apply_overrides(raw, overrides or []))
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

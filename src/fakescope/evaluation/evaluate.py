@@ -1,0 +1,91 @@
+"""`fakescope evaluate`: score a checkpoint on one or more labelled folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from fakescope.checkpoint import load_checkpoint
+from fakescope.config import DataConfig
+from fakescope.data.augment import build_transform
+from fakescope.data.dataset import ImageDataset, collate_skip_broken
+from fakescope.data.discovery import DataSplits, Sample, discover
+from fakescope.evaluation.predict import predict_loader
+from fakescope.evaluation.report import evaluate_scores
+from fakescope.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
+    """The split manifest of the run that made `checkpoint`, when that run used `data_dir`.
+
+    Evaluating a flat folder with the run's own split keeps its training images out of the test.
+    """
+    manifest = checkpoint.resolve().parent.parent / "split_manifest.json"
+    if not manifest.is_file():
+        return None
+    root = json.loads(manifest.read_text()).get("root")
+    return manifest if root and Path(root).resolve() == data_dir.resolve() else None
+
+
+def select_split(splits: DataSplits, split: str) -> list[Sample]:
+    if split == "all":
+        return splits.train + splits.val + splits.test
+    return getattr(splits, split)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data_dirs: list[Path],
+    out_dir: Path,
+    split: str = "test",
+    threshold: float | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+) -> dict:
+    """Metrics, plots and one JSON for each data dir; the threshold used and where it came from."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    model, card = load_checkpoint(checkpoint)
+    used_threshold = card.threshold if threshold is None else threshold
+    threshold_source = card.threshold_source if threshold is None else "command line"
+    transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
+    report: dict = {
+        "evaluated_at": datetime.now(timezone.utc).isoformat(),
+        "checkpoint": str(checkpoint),
+        "detector": card.name,
+        "detector_version": card.version,
+        "split": split,
+        "threshold": used_threshold,
+        "threshold_source": threshold_source,
+        "datasets": {},
+    }
+    for data_dir in data_dirs:
+        manifest = run_manifest_for(checkpoint, data_dir)
+        splits = discover(DataConfig(root=data_dir), manifest_path=manifest)
+        samples = select_split(splits, split)
+        loader = DataLoader(
+            ImageDataset(samples, transform),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_skip_broken,
+        )
+        labels, logits = predict_loader(model, card, loader)
+        probs = torch.sigmoid(torch.from_numpy(logits) / card.temperature).numpy()
+        name = data_dir.resolve().name
+        metrics = evaluate_scores(
+            labels, probs, used_threshold, threshold_source, out_dir / name, title=f"{card.name} on {name} ({split})"
+        )
+        metrics["split_source"] = str(manifest) if manifest else f"layout {splits.layout}"
+        metrics["skipped"] = [{"path": str(p), "reason": r} for p, r in splits.skipped]
+        report["datasets"][name] = metrics
+    atomic_write_json(out_dir / "evaluation.json", report)
+    return report

@@ -1,0 +1,99 @@
+"""The DataModule: discovered splits -> datasets -> loaders that keep every core busy."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from fakescope.config import DataConfig
+from fakescope.data.augment import build_transform
+from fakescope.data.balance import class_weights, undersample, weighted_sampler
+from fakescope.data.dataset import ImageDataset, collate_skip_broken
+from fakescope.data.discovery import DataSplits, Sample
+from fakescope.models.card import DetectorCard
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffle that depends only on (seed, epoch): resumed runs see the same order."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class FolderDataModule(L.LightningDataModule):
+    def __init__(self, config: DataConfig, card: DetectorCard, splits: DataSplits, seed: int):
+        super().__init__()
+        self.config = config
+        self.card = card
+        self.seed = seed
+        train = splits.train
+        if config.balance == "undersample" or config.max_samples_per_class:
+            train = undersample(train, config.max_samples_per_class, seed)
+        self.train_samples: list[Sample] = train
+        self.val_samples: list[Sample] = splits.val
+        self.test_samples: list[Sample] = splits.test
+
+    def loss_class_weights(self) -> list[float] | None:
+        """Inverse-frequency weights for the loss, when the config asks for them."""
+        if self.config.balance != "class-weights":
+            return None
+        return class_weights(self.train_samples).tolist()
+
+    def _dataset(self, samples: list[Sample], train: bool) -> ImageDataset:
+        card = self.card
+        preset = self.config.augmentation if train else "none"
+        transform = build_transform(preset, card.input_size, card.mean, card.std, train=train)
+        return ImageDataset(
+            samples,
+            transform,
+            sharpen_blurry=self.config.sharpen_blurry,
+            blur_threshold=self.config.blur_threshold,
+        )
+
+    def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
+        workers = self.config.num_workers if self.config.num_workers is not None else os.cpu_count() or 1
+        if train:
+            sampler = (
+                weighted_sampler(samples, self.seed)
+                if self.config.balance == "weighted-sampler"
+                else EpochShuffle(len(samples), self.seed)
+            )
+            batch_size = self.config.batch_size
+        else:
+            sampler = None
+            batch_size = self.config.eval_batch_size or self.config.batch_size
+        return DataLoader(
+            self._dataset(samples, train),
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_skip_broken,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_samples, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_samples, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_samples, train=False)

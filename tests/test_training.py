@@ -1,0 +1,158 @@
+"""Training end to end: run dir contents, skill on held-out data, resume, bad data, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fakescope.checkpoint import load_checkpoint
+from fakescope.config import TrainConfig, apply_overrides, load_config
+from fakescope.data.discovery import DataError
+from fakescope.data.toy import make_toy_dataset
+from fakescope.demo import demo_config
+from fakescope.training.fit import fit
+
+RUN_FILES = [
+    "config.yaml",
+    "split_manifest.json",
+    "data_summary.json",
+    "model_summary.json",
+    "history.json",
+    "results.json",
+    "training_curves.png",
+    "test_confusion_matrix.png",
+    "test_roc_curve.png",
+    "checkpoints/best.ckpt",
+    "checkpoints/last.ckpt",
+    "logs/csv/metrics.csv",
+]
+
+
+def test_tiny_run_learns_and_writes_every_file(trained_run: Path):
+    for name in RUN_FILES:
+        assert (trained_run / name).is_file(), f"missing {name}"
+    assert list((trained_run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    results = json.loads((trained_run / "results.json").read_text())
+    test = results["final"]["test"]
+    assert test["n"] > 0
+    assert test["auc_roc"] > 0.9
+    assert results["epochs_trained"] == 3
+    assert [row["epoch"] for row in results["history"]] == [0, 1, 2]
+    assert {"train_loss", "val_loss", "val_auc", "val_acc"} <= set(results["history"][-1])
+    summary = json.loads((trained_run / "model_summary.json").read_text())
+    assert summary["input_shape"] == [1, 3, 64, 64]
+    assert summary["output_shape"] == [1, 1]
+    assert 0 < summary["trainable_parameters"] <= summary["total_parameters"]
+    config = TrainConfig.model_validate(yaml.safe_load((trained_run / "config.yaml").read_text()))
+    assert config.model.name == "lite0"
+
+
+def test_checkpoint_loads_safely_and_scores_like_training(trained_run: Path, toy_data: Path):
+    model, card = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    assert card.name == "lite0" and card.input_size == 64
+    # weights_only loading: the checkpoint must hold nothing but tensors and plain data.
+    payload = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step", "fakescope"):
+        assert key in payload
+
+
+def test_split_manifest_is_reused(trained_run: Path, toy_data: Path):
+    from fakescope.config import DataConfig
+    from fakescope.data.discovery import discover
+
+    manifest = trained_run / "split_manifest.json"
+    before = manifest.read_bytes()
+    again = discover(DataConfig(root=toy_data, split_seed=999), manifest_path=manifest)
+    assert manifest.read_bytes() == before
+    recorded = json.loads(before)
+    assert len(again.test) == sum(1 for _ in recorded["splits"]["test"])
+
+
+def _config(data: Path, out: Path, epochs: int, **trainer) -> TrainConfig:
+    cfg = demo_config(data, out, epochs=epochs, image_size=48)
+    return cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update=trainer)})
+
+
+def test_resume_matches_an_unbroken_run(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=1)
+    unbroken = fit(_config(data, tmp_path / "a", epochs=2))
+    first = fit(_config(data, tmp_path / "b", epochs=1))
+    resumed = fit(_config(data, tmp_path / "b", epochs=2), resume=first)
+    assert resumed == first
+    a = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["epoch"] == b["epoch"]
+    assert a["global_step"] == b["global_step"]
+    steps_a = [s["step"] for s in a["optimizer_states"][0]["state"].values()]
+    steps_b = [s["step"] for s in b["optimizer_states"][0]["state"].values()]
+    assert steps_a == steps_b
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
+    history = json.loads((resumed / "results.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [0, 1]
+
+
+def test_broken_files_are_skipped_and_reported(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=30, size=48, seed=2)
+    (data / "real" / "empty.jpg").write_bytes(b"")
+    (data / "fake" / "notes.png").write_text("not an image")
+    good = next((data / "real").glob("*.jpg"), None) or next((data / "real").iterdir())
+    (data / "fake" / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    run = fit(_config(data, tmp_path / "runs", epochs=1))
+    summary = json.loads((run / "data_summary.json").read_text())
+    skipped = {Path(item["path"]).name for item in summary["skipped"]}
+    assert {"empty.jpg", "notes.png", "truncated.jpg"} <= skipped
+    assert json.loads((run / "results.json").read_text())["data"]["skipped_count"] == summary["skipped_count"]
+
+
+def test_empty_class_stops_before_training(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=3)
+    for path in (data / "fake").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match="fake"):
+        fit(_config(data, tmp_path / "runs", epochs=1))
+    assert not any((tmp_path / "runs").glob("*/checkpoints"))
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(DataError, match="not found|does not exist"):
+        fit(_config(tmp_path / "nowhere", tmp_path / "runs", epochs=1))
+
+
+def test_overrides_and_config_errors(tmp_path: Path):
+    raw = {"data": {"root": "x"}, "model": {"name": "lite0"}}
+    out = apply_overrides(raw, ["trainer.max_epochs=7", "optimizer.lr_head=3e-4", "model.pretrained=false"])
+    cfg = TrainConfig.model_validate(out)
+    assert cfg.trainer.max_epochs == 7 and cfg.optimizer.lr_head == 3e-4 and cfg.model.pretrained is False
+    with pytest.raises(ValueError):
+        apply_overrides(raw, ["no-equals-sign"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": {"root": "x"}, "model": {"name": "lite0"}, "trainer": {"max_epoch": 3}}))
+    with pytest.raises(ValueError, match="max_epoch"):
+        load_config(path)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=24, size=32, seed=4)
+    config = _config(data, tmp_path / "runs", epochs=1)
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fakescope.cli", "train", str(config_path), "--devices", "2", "--accelerator", "cpu"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs  # both ranks wrote into one run dir
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert results["world_size"] == 2
+    assert results["global_step"] > 0
