@@ -116,7 +116,7 @@ def evaluate(
         table.add_column(column)
     for name, m in report["datasets"].items():
         table.add_row(
-            name, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]), _fmt(m["eer"]), _fmt(m["fake"]["f1"])
+            name, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]), _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"])
         )
     console.print(table)
     console.print(f"report: {out_dir / 'evaluation.json'}")

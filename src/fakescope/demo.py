@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from fakescope.config import DataConfig, ModelConfig, SchedulerConfig, TrainConfig, TrainerConfig
+from fakescope.config import DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, TrainerConfig
 from fakescope.data.toy import make_toy_dataset
 from fakescope.evaluation.evaluate import evaluate_checkpoint
 from fakescope.training.fit import fit
@@ -21,7 +21,9 @@ def demo_config(data_root: Path, output_dir: Path, epochs: int = 3, image_size: 
         name="demo",
         output_dir=output_dir,
         data=DataConfig(root=data_root, augmentation="none", batch_size=32, num_workers=0),
-        model=ModelConfig(name="lite0", pretrained=True, card={"input_size": image_size}),
+        model=ModelConfig(name="lite0", pretrained=True, card={"input_size": image_size, "face_crop": "none"}),
+        # Few steps on small images: rates well above the fine-tuning defaults.
+        optimizer=OptimizerConfig(lr_backbone=1e-3, lr_head=3e-3),
         scheduler=SchedulerConfig(name="none"),
         trainer=TrainerConfig(max_epochs=epochs, early_stopping=None, log_every_n_steps=5),
     )

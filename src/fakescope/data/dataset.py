@@ -1,0 +1,82 @@
+"""A torch Dataset over discovered samples; files that break after discovery are skipped."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from fakescope.data.discovery import Sample
+from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+
+logger = logging.getLogger(__name__)
+
+# The seed's sharpening kernel: the image plus its negative Laplacian.
+SHARPEN_KERNEL = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float32)
+
+Item = tuple[torch.Tensor, int]
+
+
+def laplacian_variance(image: np.ndarray) -> float:
+    """Focus measure of an RGB uint8 image: variance of the Laplacian of its gray levels."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def sharpen(image: np.ndarray) -> np.ndarray:
+    return cv2.filter2D(image, -1, SHARPEN_KERNEL)
+
+
+class ImageDataset(Dataset):
+    """Items are (transform(image), label), or None for a file that cannot be decoded.
+
+    Use `collate_skip_broken` as the DataLoader's collate_fn to drop the None items.
+    sharpen_blurry: sharpen images whose Laplacian variance is below `blur_threshold`.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform: Callable[[np.ndarray], torch.Tensor],
+        sharpen_blurry: bool = False,
+        blur_threshold: float = 100.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.samples = list(samples)
+        self.transform = transform
+        self.sharpen_blurry = sharpen_blurry
+        self.blur_threshold = blur_threshold
+        self.max_pixels = max_pixels
+        # Per process: each DataLoader worker warns once about each file it meets.
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Item | None:
+        sample = self.samples[index]
+        try:
+            image = decode_image(sample.path, self.max_pixels)
+        except ImageDecodeError as exc:
+            if exc.source not in self._warned:
+                self._warned.add(exc.source)
+                logger.warning("skipping a broken image during loading: %s", exc)
+            return None
+        if self.sharpen_blurry and laplacian_variance(image) < self.blur_threshold:
+            image = sharpen(image)
+        return self.transform(image), sample.label
+
+
+def collate_skip_broken(batch: list[Item | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Default collate without the None items; None when the whole batch was broken.
+
+    A LightningModule step that receives None should skip the batch (return None).
+    """
+    items = [item for item in batch if item is not None]
+    if not items:
+        return None
+    return default_collate(items)

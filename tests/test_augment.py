@@ -1,0 +1,107 @@
+"""Augmentation presets: shapes, determinism of evaluation, seeding, worker re-seeding."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fakescope.data.augment import PRESETS, build_transform
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def _image(height: int = 90, width: int = 70, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("size", [33, 97])
+@pytest.mark.parametrize("train", [True, False])
+def test_every_preset_gives_a_normalised_chw_float_tensor(
+    preset: str, size: int, train: bool
+) -> None:
+    transform = build_transform(preset, size, MEAN, STD, train=train, seed=0)
+    for seed in range(3):
+        out = transform(_image(seed=seed))
+        assert isinstance(out, torch.Tensor)
+        assert out.shape == (3, size, size)
+        assert out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_evaluation_is_deterministic_and_only_resizes_and_normalises(preset: str) -> None:
+    image = _image()
+    first = build_transform(preset, 64, MEAN, STD, train=False, seed=1)(image)
+    second = build_transform(preset, 64, MEAN, STD, train=False, seed=2)(image)
+    assert torch.equal(first, second)
+    flat = np.full((40, 50, 3), 128, dtype=np.uint8)
+    out = build_transform(preset, 32, MEAN, STD, train=False)(flat)
+    expected = (128 / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(out[:, 5, 7], expected)
+
+
+def test_none_preset_ignores_train() -> None:
+    image = _image()
+    train = build_transform("none", 48, MEAN, STD, train=True, seed=3)(image)
+    evaluation = build_transform("none", 48, MEAN, STD, train=False)(image)
+    assert torch.equal(train, evaluation)
+
+
+@pytest.mark.parametrize("preset", ["light", "enhanced", "robust"])
+def test_training_presets_are_random_but_seeded(preset: str) -> None:
+    image = _image()
+    outputs = [build_transform(preset, 48, MEAN, STD, train=True, seed=5)(image) for _ in range(2)]
+    assert torch.equal(outputs[0], outputs[1])
+    transform = build_transform(preset, 48, MEAN, STD, train=True, seed=5)
+    draws = [transform(image) for _ in range(8)]
+    assert any(not torch.equal(draws[0], other) for other in draws[1:])
+
+
+def test_unseeded_transform_follows_torch_seed() -> None:
+    image = _image()
+    torch.manual_seed(11)
+    first = build_transform("robust", 40, MEAN, STD, train=True)(image)
+    torch.manual_seed(11)
+    second = build_transform("robust", 40, MEAN, STD, train=True)(image)
+    assert torch.equal(first, second)
+
+
+def test_unknown_preset_lists_the_presets() -> None:
+    with pytest.raises(
+        ValueError, match="unknown augmentation preset 'heavy'.*none, light, enhanced, robust"
+    ):
+        build_transform("heavy", 64, MEAN, STD, train=True)
+    with pytest.raises(ValueError, match="input_size"):
+        build_transform("none", 0, MEAN, STD, train=False)
+
+
+class _SameImage(Dataset):
+    def __init__(self, transform):
+        self.transform = transform
+        self.image = _image(64, 64)
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(self.image)
+
+
+def test_transform_pickles_and_workers_draw_different_augmentations() -> None:
+    transform = build_transform("enhanced", 32, MEAN, STD, train=True, seed=0)
+    pickle.loads(pickle.dumps(transform))
+    loader = DataLoader(
+        _SameImage(transform),
+        batch_size=4,
+        num_workers=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    first_worker, second_worker = list(loader)
+    # Without re-seeding, forked workers would repeat the same random draws.
+    assert not torch.equal(first_worker, second_worker)
