@@ -23,7 +23,7 @@ def shared_dataset(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_per_class=120, size=64, seed=0)
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_per_class=100, size=128, seed=0)
 
 
 @pytest.fixture(scope="session")

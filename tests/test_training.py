@@ -47,7 +47,7 @@ def test_tiny_run_learns_and_writes_every_file(trained_run: Path):
     assert [row["epoch"] for row in results["history"]] == [0, 1, 2]
     assert {"train_loss", "val_loss", "val_auc", "val_acc"} <= set(results["history"][-1])
     summary = json.loads((trained_run / "model_summary.json").read_text())
-    assert summary["input_shape"] == [1, 3, 64, 64]
+    assert summary["input_shape"] == [1, 3, 128, 128]
     assert summary["output_shape"] == [1, 1]
     assert 0 < summary["trainable_parameters"] <= summary["total_parameters"]
     config = TrainConfig.model_validate(yaml.safe_load((trained_run / "config.yaml").read_text()))
@@ -56,7 +56,7 @@ def test_tiny_run_learns_and_writes_every_file(trained_run: Path):
 
 def test_checkpoint_loads_safely_and_scores_like_training(trained_run: Path, toy_data: Path):
     model, card = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
-    assert card.name == "lite0" and card.input_size == 64
+    assert card.name == "lite0" and card.input_size == 128
     # weights_only loading: the checkpoint must hold nothing but tensors and plain data.
     payload = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step", "fakescope"):

@@ -1,5 +1,10 @@
 """fakescope: tell real face images and videos from deepfakes."""
 
+import os
+
+# Albumentations asks PyPI for a newer version on import; nothing may go online unasked.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 __version__ = "0.1.0"
 
 

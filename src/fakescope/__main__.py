@@ -1,3 +1,3 @@
-from fakescope.cli import app
+from fakescope.cli import run
 
-app(prog_name="fakescope")
+run()

@@ -141,9 +141,143 @@ def audit(
         console.print(f"report: {out}")
 
 
+def _load_detector(model: str, threshold: float | None, no_faces: bool, max_pixels: int | None):
+    from fakescope.checkpoint import CheckpointError
+    from fakescope.inference.loading import load_detector
+    from fakescope.io.images import DEFAULT_MAX_PIXELS
+
+    options = {"threshold": threshold, "max_pixels": max_pixels or DEFAULT_MAX_PIXELS}
+    if no_faces:
+        options["use_faces"] = False
+    try:
+        return load_detector(model, **options)
+    except (CheckpointError, FileNotFoundError) as error:
+        fail(str(error))
+
+
+@app.command()
+def scan(
+    inputs: list[str] = typer.Argument(..., help="Files, folders (recursive), globs ('shots/*.png'), or - for paths on stdin."),
+    model: str = typer.Option("default", "--model", "-m", help="'default' or a checkpoint (.ckpt / .safetensors)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as one JSON document."),
+    jsonl_out: Optional[Path] = typer.Option(None, "--jsonl", help="Stream one JSON line per file."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Stream one CSV row per file."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A self-contained HTML report."),
+    explain: bool = typer.Option(False, "--explain", help="Add Grad-CAM heat maps per face (slower)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the card's threshold."),
+    no_faces: bool = typer.Option(False, "--no-faces", help="Score whole images (for detectors trained that way)."),
+    frames: int = typer.Option(32, "--frames", min=1, help="Frames sampled per video."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Refuse images above this many pixels."),
+    table_limit: int = typer.Option(200, "--table-limit", help="Rows shown in the terminal table."),
+) -> None:
+    """Is it a deepfake? A verdict and calibrated P(fake) per image or video.
+
+    Exit code 0 when every input was scored, 2 when some could not be read, 1 on usage errors.
+    """
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fakescope.inference.inputs import expand_inputs
+    from fakescope.inference.reports import open_writers
+    from fakescope.inference.scan import run_scan
+
+    detector = _load_detector(model, threshold, no_faces, max_pixels)
+    rows: list[tuple[str, str, str, str, str]] = []
+    progress = Progress(
+        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+    )
+    with open_writers(json=json_out, jsonl=jsonl_out, csv=csv_out, html=html_out, meta=detector.describe()) as writers, progress:
+        task = progress.add_task("scan", total=None)
+
+        def sink(result: dict) -> None:
+            writers.write(result)
+            progress.advance(task)
+            if len(rows) < table_limit:
+                rows.append(_table_row(result))
+
+        summary = run_scan(
+            expand_inputs(inputs, sys.stdin), detector, sink, batch_size=batch_size, frames=frames, explain=explain
+        )
+    d = detector.describe()
+    table = Table(title=f"{d['detector']} v{d['detector_version']}, threshold {d['threshold']:.3f} ({d['threshold_source']})")
+    for column in ("file", "verdict", "P(fake)", "faces", "notes"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    shown = f" (first {table_limit} shown)" if summary.scored + len(summary.problems) > table_limit else ""
+    console.print(f"{summary.scored} scored: {summary.fake} fake, {summary.real} real; {len(summary.problems)} unreadable{shown}")
+    for file, reason in summary.problems:
+        err_console.print(f"[yellow]could not read[/] {file}: {reason}", highlight=False)
+    if summary.problems:
+        raise typer.Exit(2)
+
+
+def _table_row(result: dict) -> tuple[str, str, str, str, str]:
+    if "error" in result:
+        return (result["file"], "[yellow]unreadable[/]", "-", "-", result["error"])
+    verdict = "[bold red]Fake[/]" if result["prediction"] == "Fake" else "[green]Real[/]"
+    notes = []
+    if result["kind"] == "video":
+        faces = f"{result['frames_with_faces']}/{result['frames_sampled']} frames"
+        notes.append(f"driving frames {result['driving_frames']}")
+    else:
+        faces = str(len(result["faces"]))
+        if result["skipped_faces"]:
+            notes.append(f"{len(result['skipped_faces'])} small faces skipped")
+    if result.get("fallback"):
+        notes.append("no face found: whole image scored")
+    return (result["file"], verdict, f"{result['probabilities']['fake']:.3f}", faces, "; ".join(notes))
+
+
+@app.command()
+def explain(
+    image: Path = typer.Argument(..., help="An image file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the overlay (PNG or JPEG)."),
+    model: str = typer.Option("default", "--model", "-m", help="'default' or a checkpoint."),
+    no_faces: bool = typer.Option(False, "--no-faces", help="Explain the whole image."),
+) -> None:
+    """Write a Grad-CAM overlay: where the detector saw evidence of a fake."""
+    import cv2
+
+    from fakescope.inference.explain import explain_image
+    from fakescope.io.images import ImageDecodeError, decode_image
+    from fakescope.utils import atomic_write_bytes
+
+    detector = _load_detector(model, None, no_faces, None)
+    try:
+        pixels = decode_image(image, detector.max_pixels)
+    except (ImageDecodeError, OSError) as error:
+        fail(str(error), code=2)
+    overlay = explain_image(detector, pixels)
+    ok, encoded = cv2.imencode(out.suffix or ".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    if not ok:
+        fail(f"cannot encode an image as {out.suffix!r}; use .png or .jpg")
+    atomic_write_bytes(out, encoded.tobytes())
+    result = detector.predict(pixels)
+    console.print(f"{result['prediction']}  P(fake) {result['probabilities']['fake']:.3f}  overlay: {out}")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def run() -> None:
+    """Console entry point: usage errors exit with 1 (Click's default is 2, which scan uses
+    for unreadable inputs)."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        raise SystemExit(1)
+    except typer.TyperException as error:  # Click's usage and parameter errors
+        error.show()
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
-    app()
+    run()

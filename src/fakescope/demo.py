@@ -15,7 +15,7 @@ from fakescope.evaluation.evaluate import evaluate_checkpoint
 from fakescope.training.fit import fit
 
 
-def demo_config(data_root: Path, output_dir: Path, epochs: int = 3, image_size: int = 64) -> TrainConfig:
+def demo_config(data_root: Path, output_dir: Path, epochs: int = 3, image_size: int = 128) -> TrainConfig:
     """A small lite0 (ImageNet weights from its package) on small images: about a minute on 2 cores."""
     return TrainConfig(
         name="demo",
@@ -30,7 +30,7 @@ def demo_config(data_root: Path, output_dir: Path, epochs: int = 3, image_size: 
 
 
 def run_demo(out_dir: Path) -> dict:
-    data_root = make_toy_dataset(out_dir / "data", n_per_class=150, size=64, seed=0)
+    data_root = make_toy_dataset(out_dir / "data", n_per_class=150, size=128, seed=0)
     run_dir = fit(demo_config(data_root, out_dir / "runs"))
     report = evaluate_checkpoint(run_dir / "checkpoints" / "best.ckpt", [data_root], run_dir / "evaluation")
     return {"run_dir": str(run_dir), "test": report["datasets"][data_root.name]}

@@ -210,6 +210,17 @@ def _to_original(
     return faces
 
 
+def crop_square(box: tuple[float, float, float, float], margin: float) -> tuple[int, int, int]:
+    """(left, top, side) of the square that `crop_face` cuts for `box`, in image pixels."""
+    x1, y1, x2, y2 = box
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"box {box} is empty (needs x2 > x1 and y2 > y1)")
+    side = max(1, _round_half_up(max(x2 - x1, y2 - y1) * (1.0 + margin)))
+    left = _round_half_up((x1 + x2) / 2 - side / 2)
+    top = _round_half_up((y1 + y2) / 2 - side / 2)
+    return left, top, side
+
+
 def crop_face(
     image: np.ndarray,
     box: tuple[float, float, float, float],
@@ -226,13 +237,8 @@ def crop_face(
         raise ValueError(f"margin must be >= 0, got {margin}")
     if out_size is not None and out_size <= 0:
         raise ValueError(f"out_size must be positive, got {out_size}")
-    x1, y1, x2, y2 = box
-    if not (x2 > x1 and y2 > y1):
-        raise ValueError(f"box {box} is empty (needs x2 > x1 and y2 > y1)")
     height, width = image.shape[:2]
-    side = max(1, _round_half_up(max(x2 - x1, y2 - y1) * (1.0 + margin)))
-    left = _round_half_up((x1 + x2) / 2 - side / 2)
-    top = _round_half_up((y1 + y2) / 2 - side / 2)
+    left, top, side = crop_square(box, margin)
 
     crop = np.zeros((side, side) + image.shape[2:], dtype=image.dtype)
     # The part of the square that lies inside the image, in image and in crop coordinates.

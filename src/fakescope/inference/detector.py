@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from fakescope.data.augment import build_transform
 from fakescope.faces import FaceDetection, FaceDetector, crop_face
+from fakescope.inference.explain import explain_crops, overlay_png_data_uri
 from fakescope.io.images import DEFAULT_MAX_PIXELS, decode_image
 from fakescope.io.video import read_video_frames
 from fakescope.models.card import DetectorCard
@@ -59,7 +60,7 @@ class Detector:
         self.threshold = card.threshold if threshold is None else threshold
         self.threshold_source = card.threshold_source if threshold is None else "override"
         self.max_pixels = max_pixels
-        self._transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
+        self.transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
         self._device = next(model.parameters()).device
 
     @property
@@ -75,7 +76,7 @@ class Detector:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "temperature": self.card.temperature,
-            "faces": "mtcnn" if self.use_faces else "none",
+            "face_stage": "mtcnn" if self.use_faces else "none",
         }
 
     # -- the model ---------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class Detector:
         """P(fake) for each crop (RGB uint8), one forward per `batch_size` crops."""
         scores = []
         for start in range(0, len(crops), batch_size):
-            batch = torch.stack([self._transform(c) for c in crops[start : start + batch_size]])
+            batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
             logits = self.model(batch.to(self._device))
             scores.append(fake_probability(logits, self.card).cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
@@ -117,27 +118,40 @@ class Detector:
 
     # -- images --------------------------------------------------------------------------------
 
-    def predict(self, source: str | Path | np.ndarray) -> dict:
+    def predict(self, source: str | Path | np.ndarray, explain: bool = False) -> dict:
         """One image (a path or an RGB array) -> the result dict."""
-        return self.predict_batch([source])[0]
+        return self.predict_batch([source], explain=explain)[0]
 
-    def predict_batch(self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32) -> list[dict]:
+    def predict_batch(
+        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False
+    ) -> list[dict]:
         """Many images; faces from all of them share forwards of `batch_size` crops.
 
-        A file that cannot be read gives {"file", "error"} in its place; the others go on.
+        A file that cannot be read gives {"file", "kind", "error"} in its place; the others go on.
+        explain: add a Grad-CAM overlay (PNG data URI) per scored crop.
         """
-        results: list[dict] = []
+        return list(self.iter_predict(sources, batch_size, explain))
+
+    def iter_predict(
+        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False
+    ) -> Iterator[dict]:
+        """`predict_batch` as a stream: results come out chunk by chunk, in input order."""
         chunk: list[str | Path | np.ndarray] = []
         for item in sources:
             chunk.append(item)
             if len(chunk) == batch_size:
-                results.extend(self._predict_chunk(chunk, batch_size))
+                yield from self._predict_chunk(chunk, batch_size, explain)
                 chunk = []
         if chunk:
-            results.extend(self._predict_chunk(chunk, batch_size))
-        return results
+            yield from self._predict_chunk(chunk, batch_size, explain)
 
-    def _predict_chunk(self, sources: list, batch_size: int) -> list[dict]:
+    def _heatmaps(self, crops: list[np.ndarray], explain: bool) -> list[str | None]:
+        if not explain:
+            return [None] * len(crops)
+        maps = explain_crops(self.model, self.card, crops, self.transform)
+        return [overlay_png_data_uri(crop, heatmap) for crop, heatmap in zip(crops, maps)]
+
+    def _predict_chunk(self, sources: list, batch_size: int, explain: bool) -> list[dict]:
         started = time.perf_counter()
         images: list[np.ndarray | None] = []
         errors: dict[int, str] = {}
@@ -154,6 +168,7 @@ class Detector:
         prepared = {i: self.prepare(images[i], d) for i, d in zip(readable, detections)}
         all_crops = [crop for i in readable for crop in prepared[i].crops]
         scores = iter(self.score_crops(all_crops, batch_size).tolist())
+        heatmaps = iter(self._heatmaps(all_crops, explain))
         scored = time.perf_counter()
         timing = {
             "decode": (decoded - started) * 1000 / len(sources),
@@ -168,13 +183,19 @@ class Detector:
                 continue
             item = prepared[i]
             crop_scores = [next(scores) for _ in item.crops]
-            results.append(self._image_result(name, item, crop_scores, timing))
+            crop_maps = [next(heatmaps) for _ in item.crops]
+            results.append(self._image_result(name, item, crop_scores, crop_maps, timing))
         return results
 
-    def _image_result(self, name: str, item: PreparedImage, crop_scores: list[float], timing: dict) -> dict:
-        for face, score in zip(item.faces, crop_scores):
+    def _image_result(
+        self, name: str, item: PreparedImage, crop_scores: list[float], crop_maps: list[str | None], timing: dict
+    ) -> dict:
+        for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
             face["p_fake"] = round(score, 6)
+            if heatmap:
+                face["heatmap"] = heatmap
         top = int(np.argmax(crop_scores))
+        extra = {"heatmap": crop_maps[0]} if item.fallback and crop_maps[0] else {}
         return {
             **self.verdict(crop_scores[top]),
             "file": name,
@@ -184,6 +205,7 @@ class Detector:
             "face": item.faces[top] if item.faces else None,
             "fallback": item.fallback,
             "skipped_faces": item.skipped_faces,
+            **extra,
             **self.describe(),
             "timing_ms": {k: round(v, 2) for k, v in timing.items()},
         }
@@ -199,7 +221,7 @@ class Detector:
 
     # -- videos --------------------------------------------------------------------------------
 
-    def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = 32) -> dict:
+    def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = 32, explain: bool = False) -> dict:
         """Sample `frames` evenly; score faces per frame (max); the video is the mean over frames with faces."""
         started = time.perf_counter()
         sampled = read_video_frames(path, n_frames=frames)
@@ -208,11 +230,15 @@ class Detector:
         prepared = [self.prepare(image, d) for image, d in zip(images, detections)]
         all_crops = [crop for p in prepared for crop in p.crops]
         scores = iter(self.score_crops(all_crops, batch_size).tolist())
+        heatmaps = iter(self._heatmaps(all_crops, explain))
         timeline = []
         for frame, item in zip(sampled, prepared):
             crop_scores = [next(scores) for _ in item.crops]
-            for face, score in zip(item.faces, crop_scores):
+            crop_maps = [next(heatmaps) for _ in item.crops]
+            for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
                 face["p_fake"] = round(score, 6)
+                if heatmap:
+                    face["heatmap"] = heatmap
             timeline.append(
                 {
                     "frame": frame.index,

@@ -1,0 +1,111 @@
+"""Draw docs/images/sbi_examples.png: self-blended fakes of skimage's astronaut, with masks.
+
+Only the public-domain astronaut photo that ships with scikit-image is used (flipped and
+cropped two ways), so no data-set image lands in the repository. Each row: the real crop,
+the fake, its mask and the difference (amplified) between the two.
+
+    .venv/bin/python scripts/make_sbi_grid.py [--out docs/images/sbi_examples.png] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
+
+from fakescope.data.sbi import SbiConfig, self_blend_details  # noqa: E402
+from fakescope.faces import FaceDetector, crop_face  # noqa: E402
+from fakescope.utils import atomic_write_bytes  # noqa: E402
+
+CROP_SIDE = 192
+DIFFERENCE_GAIN = 4
+
+# (title, crop margin, mirrored, mask forced: "face", a part, or None for no landmarks)
+EXAMPLES = (
+    ("whole face", 0.3, False, "face"),
+    ("whole face, mirrored", 0.3, True, "face"),
+    ("whole face, tight crop", 0.15, False, "face"),
+    ("eyes only", 0.3, False, "eyes"),
+    ("nose only", 0.3, True, "nose"),
+    ("mouth only", 0.3, False, "mouth"),
+    ("no landmarks: ellipse", 0.3, False, None),
+)
+
+
+def face_crops(detector: FaceDetector) -> dict[tuple[float, bool], tuple[np.ndarray, np.ndarray]]:
+    """(margin, mirrored) -> (crop, its landmarks found on the crop itself)."""
+    photo = data.astronaut()
+    crops = {}
+    for _, margin, mirrored, _ in EXAMPLES:
+        image = np.ascontiguousarray(photo[:, ::-1]) if mirrored else photo
+        face = detector.detect(image).faces[0]
+        crop = crop_face(image, face.box, margin=margin, out_size=CROP_SIDE)
+        crops[(margin, mirrored)] = (crop, detector.detect(crop).faces[0].landmarks)
+    return crops
+
+
+def config_for(kind: str | None) -> SbiConfig:
+    if kind in (None, "face"):
+        return SbiConfig(part_mask_prob=0.0)
+    return SbiConfig(part_mask_prob=1.0, part_kinds=(kind,))
+
+
+def draw(out_png: Path, seed: int) -> None:
+    crops = face_crops(FaceDetector())
+    columns = ("real", "self-blended fake", "mask", f"|fake - real| x {DIFFERENCE_GAIN}")
+    figure, axes = plt.subplots(
+        len(EXAMPLES), len(columns), figsize=(2.0 * len(columns), 2.1 * len(EXAMPLES))
+    )
+    for row, (title, margin, mirrored, kind) in enumerate(EXAMPLES):
+        crop, landmarks = crops[(margin, mirrored)]
+        result = self_blend_details(
+            crop,
+            None if kind is None else landmarks,
+            np.random.default_rng([seed, row]),
+            config_for(kind),
+        )
+        difference = np.abs(result.fake.astype(np.int16) - crop.astype(np.int16))
+        panels = (
+            crop,
+            result.fake,
+            result.mask,
+            np.clip(difference * DIFFERENCE_GAIN, 0, 255).astype(np.uint8),
+        )
+        for column, panel in enumerate(panels):
+            axis = axes[row, column]
+            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.ndim == 2 else None)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column], fontsize=9)
+        axes[row, 0].set_ylabel(f"{title}\nratio {result.blend_ratio:g}", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    # Re-save with palette-free PNG optimisation to keep the docs image small.
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    compact = io.BytesIO()
+    image.save(compact, format="PNG", optimize=True)
+    atomic_write_bytes(out_png, compact.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/images/sbi_examples.png"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    draw(args.out, args.seed)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

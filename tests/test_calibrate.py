@@ -1,0 +1,183 @@
+"""`calibrate_checkpoint` on the tiny trained run: the calibrated detector, its card and report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_detector
+from fakescope.data.discovery import DataError
+from fakescope.data.toy import make_toy_dataset
+from fakescope.evaluation.calibrate import (
+    CalibrationError,
+    calibrate_checkpoint,
+    calibrate_scores,
+)
+from fakescope.evaluation.calibration import MIN_TEMPERATURE
+from fakescope.evaluation.evaluate import evaluate_checkpoint
+from fakescope.models.card import DetectorCard
+
+CALIBRATED_FIELDS = {"temperature", "threshold", "threshold_source"}
+
+
+@pytest.fixture
+def run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """The trained run's best checkpoint and split manifest in a run dir of this test's own,
+    so each test writes its default `<run>/calibrated` output apart from the others."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
+    shutil.copy(trained_run / "split_manifest.json", run / "split_manifest.json")
+    return run
+
+
+def _state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _without_calibration(card: DetectorCard) -> dict:
+    return {k: v for k, v in card.model_dump().items() if k not in CALIBRATED_FIELDS}
+
+
+def test_save_detector_round_trip(run_copy: Path, tmp_path: Path):
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    model, card = load_checkpoint(checkpoint)
+    metadata = read_metadata(checkpoint)
+    assert metadata["detector"] == "lite0" and metadata["card"] == card.model_dump(mode="json")
+    card = card.with_updates(threshold=0.7, threshold_source="test")
+    path = save_detector(model, card, "lite0", metadata["options"], tmp_path / "out" / "d.safetensors")
+
+    assert sorted(p.name for p in path.parent.iterdir()) == ["d.json", "d.safetensors"]  # no temp left
+    loaded, loaded_card = load_checkpoint(path)
+    assert loaded_card == card
+    assert _state_dicts_equal(model, loaded)
+    assert read_metadata(path)["detector"] == "lite0"
+    with pytest.raises(CheckpointError, match="NAME.safetensors"):
+        save_detector(model, card, "lite0", {}, tmp_path / "d.pt")
+
+
+def test_calibrate_writes_a_detector_whose_card_carries_the_fit(run_copy: Path, toy_data: Path):
+    report = calibrate_checkpoint(run_copy / "checkpoints" / "best.ckpt", [toy_data], num_workers=0)
+
+    out = run_copy / "calibrated"
+    for name in ("detector.safetensors", "detector.json", "calibration.json", "reliability.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "calibration.json").read_text()) == report
+    assert report["n"] == report["n_real"] + report["n_fake"] > 0
+    # The run's own validation split, not a fresh split of the folder.
+    assert report["datasets"][toy_data.name]["split_source"].endswith("split_manifest.json")
+    before, after = report["before"], report["after"]
+    assert before["temperature"] == 1.0 and before["threshold"] == 0.5
+    # The temperature minimises the log loss on these very images, T = 1 included.
+    assert after["log_loss"] <= before["log_loss"] + 1e-6
+    # The threshold maximises balanced accuracy over every threshold, 0.5 before scaling included.
+    assert after["balanced_accuracy"] >= before["balanced_accuracy"]
+
+    original, original_card = load_checkpoint(run_copy / "checkpoints" / "best.ckpt")
+    calibrated, card = load_checkpoint(out / "detector.safetensors")
+    assert card.temperature == report["temperature"] != 1.0
+    assert card.threshold == report["threshold"]
+    assert card.threshold_source == report["threshold_source"]
+    assert card.threshold_source.startswith(f"max balanced accuracy on val of {toy_data.name}")
+    assert _without_calibration(card) == _without_calibration(original_card)
+    assert _state_dicts_equal(original, calibrated)
+
+
+def test_calibration_repairs_an_underconfident_detector(run_copy: Path, toy_data: Path):
+    # Shrinking the last layer divides every logit by 5: same ranking, timid probabilities.
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    model, card = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        model.classifier.weight.mul_(0.2)
+        model.classifier.bias.mul_(0.2)
+    timid = save_detector(model, card, "lite0", {}, run_copy / "timid" / "detector.safetensors")
+
+    report = calibrate_checkpoint(timid, [toy_data], num_workers=0)
+    assert report["temperature"] < 0.5
+    assert report["before"]["ece"] > 0.15
+    assert report["after"]["ece"] < report["before"]["ece"] - 0.1
+    assert report["after"]["log_loss"] < report["before"]["log_loss"]
+
+
+def test_fpr_threshold_holds_on_val_and_evaluate_uses_it(
+    run_copy: Path, toy_data: Path, tmp_path: Path
+):
+    report = calibrate_checkpoint(
+        run_copy / "checkpoints" / "best.ckpt", [toy_data], method="fpr", target_fpr=0.1, num_workers=0
+    )
+    assert report["method"] == "fpr" and report["target_fpr"] == 0.1
+    assert report["after"]["false_positive_rate"] <= 0.1
+    assert report["after"]["true_positive_rate"] > 0.5
+    assert report["threshold_source"].startswith(f"FPR <= 10% on val of {toy_data.name}")
+
+    evaluation = evaluate_checkpoint(
+        run_copy / "calibrated" / "detector.safetensors", [toy_data], tmp_path / "eval", split="val", num_workers=0
+    )
+    assert evaluation["threshold"] == report["threshold"]
+    assert evaluation["threshold_source"] == report["threshold_source"]
+    metrics = evaluation["datasets"][toy_data.name]
+    assert metrics["n"] == report["n"]
+    assert metrics["confusion_matrix"][0][1] / metrics["n_real"] <= 0.1
+    assert metrics["accuracy"] == pytest.approx(report["after"]["accuracy"])
+
+
+def test_existing_output_is_kept_unless_overwrite(run_copy: Path, toy_data: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "detector.safetensors").write_bytes(b"earlier calibration")
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    with pytest.raises(CalibrationError, match="already exists.*--overwrite"):
+        calibrate_checkpoint(checkpoint, [toy_data], out=out, num_workers=0)
+    assert (out / "detector.safetensors").read_bytes() == b"earlier calibration"
+
+    report = calibrate_checkpoint(checkpoint, [toy_data], out=out, overwrite=True, num_workers=0)
+    assert load_checkpoint(out / "detector.safetensors")[1].threshold == report["threshold"]
+
+
+def test_data_with_one_class_is_a_clear_error(run_copy: Path, tmp_path: Path):
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    split_data = make_toy_dataset(tmp_path / "split", n_per_class=10, size=32, layout="split")
+    shutil.rmtree(split_data / "Validation" / "Fake")
+    with pytest.raises(CalibrationError, match="val split of .* has no fake images"):
+        calibrate_checkpoint(checkpoint, [split_data], out=tmp_path / "out", num_workers=0)
+
+    flat = make_toy_dataset(tmp_path / "flat", n_per_class=6, size=32)
+    shutil.rmtree(flat / "fake")
+    with pytest.raises(DataError, match="no fake images"):
+        calibrate_checkpoint(checkpoint, [flat], out=tmp_path / "out", num_workers=0)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"split": "test"}, "test split must stay unseen"),
+        ({"split": "all"}, "cannot calibrate on split 'all'"),
+        ({"method": "youden"}, "unknown method"),
+        ({"target_fpr": 1.5}, r"target FPR must be in \[0, 1\]"),
+        ({"data_dirs": []}, "at least one data dir"),
+        ({"data_dirs": [Path("a/data"), Path("b/data")]}, "distinct folder names"),
+    ],
+)
+def test_bad_arguments_fail_before_loading_anything(arguments: dict, message: str, tmp_path: Path):
+    # The checkpoint does not exist: the arguments must be refused first.
+    call = {"data_dirs": [tmp_path], "out": tmp_path / "out", **arguments}
+    with pytest.raises(CalibrationError, match=message):
+        calibrate_checkpoint(tmp_path / "missing.ckpt", **call)
+
+
+def test_perfectly_separated_images_warn_that_the_temperature_is_unreliable():
+    card = DetectorCard(name="toy")
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    separated = calibrate_scores(labels, np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], np.float32), card, "fpr", 0.0)
+    assert separated.temperature == pytest.approx(MIN_TEMPERATURE)
+    assert "perfectly separated" in separated.warnings[0]
+    overlapping = calibrate_scores(labels, np.array([-3.0, -2.0, 1.5, -1.0, 2.0, 3.0], np.float32), card, "fpr", 0.0)
+    assert overlapping.warnings == []
+    assert overlapping.threshold > overlapping.probs_after[2]  # the real at 1.5 is not flagged

@@ -1,0 +1,201 @@
+"""The Detector API: images, faces, fallback, batching, videos, heat maps."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+import fakescope
+from fakescope.data.toy import read_patch_boxes
+from fakescope.inference.detector import Detector
+from fakescope.inference.explain import explain_crops, explain_image
+from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
+from fakescope.io.images import decode_image
+
+SEED_KEYS = ["prediction", "confidence", "probabilities"]
+
+
+@pytest.fixture(scope="session")
+def detector(trained_run: Path) -> Detector:
+    return fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def face_detector(trained_run: Path) -> Detector:
+    """The toy model behind the MTCNN face stage: the structure of face results, not their skill."""
+    model_path = trained_run / "checkpoints" / "best.ckpt"
+    return fakescope.load(str(model_path), use_faces=True)
+
+
+def astronaut_face() -> np.ndarray:
+    return skdata.astronaut()[30:230, 140:320]  # the face with some margin
+
+
+def group_photo() -> np.ndarray:
+    """Three faces of different sizes on a plain canvas, and one far too small to score."""
+    canvas = np.full((520, 900, 3), 200, dtype=np.uint8)
+    face = astronaut_face()
+    for (x, y), scale in (((20, 40), 1.6), ((420, 120), 1.3), ((700, 300), 1.0), ((640, 40), 0.25)):
+        resized = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = resized.shape[:2]
+        canvas[y : y + h, x : x + w] = resized
+    return canvas
+
+
+def save(image: np.ndarray, path: Path) -> Path:
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_result_has_the_seed_keys_first(detector: Detector, toy_data: Path):
+    image = next((toy_data / "fake").iterdir())
+    result = detector.predict(image)
+    assert list(result)[:3] == SEED_KEYS
+    assert result["prediction"] in ("Fake", "Real")
+    probs = result["probabilities"]
+    assert probs["real"] + probs["fake"] == pytest.approx(1.0, abs=1e-5)
+    assert result["confidence"] == pytest.approx(max(probs.values()), abs=1e-6)
+    assert result["detector"] == "lite0" and result["threshold"] == 0.5
+    assert result["fallback"] == "whole-image" and result["face"] is None  # a whole-image detector
+
+
+def test_toy_detector_is_right_on_held_out_files(detector: Detector, trained_run: Path, toy_data: Path):
+    import json
+
+    manifest = json.loads((trained_run / "split_manifest.json").read_text())
+    test = manifest["splits"]["test"]
+    paths = [toy_data / rel for rel, _ in test]
+    labels = [label for _, label in test]
+    results = detector.predict_batch(paths, batch_size=16)
+    correct = sum((r["prediction"] == "Fake") == bool(y) for r, y in zip(results, labels))
+    assert correct / len(labels) > 0.85
+
+
+def test_batch_equals_single_and_really_batches(detector: Detector, toy_data: Path, monkeypatch):
+    paths = sorted((toy_data / "real").iterdir())[:5] + sorted((toy_data / "fake").iterdir())[:5]
+    singles = [detector.predict(p)["probabilities"]["fake"] for p in paths]
+    forwards = []
+    original = detector.model.forward
+    monkeypatch.setattr(detector.model, "forward", lambda x: forwards.append(len(x)) or original(x))
+    batch = [r["probabilities"]["fake"] for r in detector.predict_batch(paths, batch_size=32)]
+    assert forwards == [10]  # one forward for ten files
+    assert batch == pytest.approx(singles, abs=1e-5)
+
+
+def test_unreadable_file_does_not_stop_a_batch(detector: Detector, toy_data: Path, tmp_path: Path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    good = next((toy_data / "real").iterdir())
+    results = detector.predict_batch([good, broken, good])
+    assert "error" in results[1] and "broken.jpg" in results[1]["error"]
+    assert results[0]["probabilities"] == results[2]["probabilities"]
+
+
+def test_multi_face_image_scores_each_face_and_takes_the_max(face_detector: Detector):
+    result = face_detector.predict(group_photo())
+    assert len(result["faces"]) == 3
+    sides = [f["box"][2] - f["box"][0] for f in result["faces"]]
+    assert sides == sorted(sides, reverse=True)
+    scores = [f["p_fake"] for f in result["faces"]]
+    assert result["probabilities"]["fake"] == pytest.approx(max(scores), abs=1e-6)
+    assert result["face"]["p_fake"] == max(scores)
+    assert result["fallback"] is None
+    assert len(result["skipped_faces"]) == 1 and "px" in result["skipped_faces"][0]["reason"]
+
+
+def test_no_face_falls_back_to_the_whole_image_and_says_so(face_detector: Detector):
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 300, dtype=np.float32)[None, :, None].repeat(200, 0).repeat(3, 2)
+    image = np.clip(gradient + rng.normal(0, 5, gradient.shape), 0, 255).astype(np.uint8)
+    result = face_detector.predict(image)
+    assert result["faces"] == [] and result["face"] is None
+    assert result["fallback"] == "whole-image"
+
+
+def test_threshold_override_changes_the_verdict_not_the_score(trained_run: Path, toy_data: Path):
+    path = next((toy_data / "fake").iterdir())
+    low = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=0.0).predict(path)
+    high = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=1.0).predict(path)
+    assert low["probabilities"] == high["probabilities"]
+    assert low["prediction"] == "Fake" and low["threshold_source"] == "override"
+    assert high["prediction"] == "Real" or high["probabilities"]["fake"] == 1.0
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_video_is_the_mean_over_sampled_frames(detector: Detector, toy_data: Path, tmp_path: Path):
+    images = [decode_image(p) for p in sorted((toy_data / "fake").iterdir())[:6]]
+    images += [decode_image(p) for p in sorted((toy_data / "real").iterdir())[:6]]
+    video = write_video(tmp_path / "clip.mp4", [cv2.resize(i, (128, 128)) for i in images for _ in range(5)])
+    result = detector.predict_video(video, frames=12)
+    assert list(result)[:3] == SEED_KEYS
+    assert result["frames_sampled"] == 12 and len(result["timeline"]) == 12
+    frames = [t["frame"] for t in result["timeline"]]
+    assert frames == sorted(frames) and frames[0] <= 4 and frames[-1] >= 55
+    mean = np.mean([t["p_fake"] for t in result["timeline"]])
+    assert result["probabilities"]["fake"] == pytest.approx(mean, abs=1e-5)
+    top = max(result["timeline"], key=lambda t: t["p_fake"])["frame"]
+    assert result["driving_frames"][0] == top
+
+
+def test_heat_maps_peak_inside_the_known_fake_patch(detector: Detector, toy_data: Path):
+    boxes = read_patch_boxes(toy_data)
+    paths = sorted(boxes)[:30]
+    crops = [decode_image(p) for p in paths]
+    maps = explain_crops(detector.model, detector.card, crops, detector.transform)
+    hits = 0
+    for path, heat, crop in zip(paths, maps, crops):
+        scale = heat.shape[0] / crop.shape[0]
+        x0, y0, x1, y1 = (v * scale for v in boxes[path])
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        hits += x0 <= x < x1 and y0 <= y < y1
+    # A patch covers 5-12% of the image: chance would put few peaks inside it.
+    assert hits / len(paths) >= 0.7, f"{hits}/{len(paths)} heat-map peaks inside the patch"
+
+
+def test_explain_image_overlays_faces_and_reports_carry_heat_maps(face_detector: Detector):
+    photo = group_photo()
+    overlay = explain_image(face_detector, photo)
+    assert overlay.shape == photo.shape and overlay.dtype == np.uint8
+    assert not np.array_equal(overlay, photo)
+    result = face_detector.predict(photo, explain=True)
+    uri = result["faces"][0]["heatmap"]
+    assert uri.startswith("data:image/png;base64,")
+    import base64
+
+    png = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert png.format == "PNG" and max(png.size) <= 256
+
+
+def test_inputs_expand_files_folders_globs_and_stdin(tmp_path: Path):
+    folder = tmp_path / "shots"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.JPG", "clip.mp4", "notes.txt", ".hidden.png"):
+        (folder / name).write_bytes(b"x")
+    listed = list(expand_inputs([str(folder)]))
+    assert [(i.path.name, i.kind) for i in listed] == [("a.png", "image"), ("clip.mp4", "video"), ("b.JPG", "image")]
+    globbed = list(expand_inputs([str(folder / "*.png")]))
+    assert [i.path.name for i in globbed] == ["a.png"]
+    problems = list(expand_inputs([str(tmp_path / "missing.jpg"), str(tmp_path / "*.gif")]))
+    assert all(isinstance(p, InputProblem) for p in problems) and len(problems) == 2
+    stdin = io.StringIO(f"{folder / 'a.png'}\n\n{folder / 'clip.mp4'}\n")
+    from_stdin = list(expand_inputs(["-"], stdin))
+    assert from_stdin == [ScanInput(folder / "a.png", "image"), ScanInput(folder / "clip.mp4", "video")]
