@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # resolver never mixes a torchvision with a torch it was not built against.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test bench clean
 
 $(BIN)/fakescope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,18 @@ install: $(BIN)/fakescope
 demo: install
 	$(BIN)/python -m fakescope.demo demo-out
 
-test: install
+# Report and web-page tests drive Debian's headless Chromium; without it they skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "chromium could not be installed: browser tests will be skipped"
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/scan_throughput.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -81,7 +81,12 @@ def draw(out_png: Path, seed: int) -> None:
         )
         for column, panel in enumerate(panels):
             axis = axes[row, column]
-            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.ndim == 2 else None)
+            axis.imshow(
+                panel,
+                cmap="gray" if panel.ndim == 2 else None,
+                vmin=0,
+                vmax=1 if panel.ndim == 2 else None,
+            )
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
@@ -91,7 +96,7 @@ def draw(out_png: Path, seed: int) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
-    # Re-save with palette-free PNG optimisation to keep the docs image small.
+    # Full RGB (a palette would change the very colours the fakes are about), zlib-optimised.
     image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     compact = io.BytesIO()
     image.save(compact, format="PNG", optimize=True)

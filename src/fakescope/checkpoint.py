@@ -85,7 +85,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, DetectorCard]:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The {"detector", "options", "card", "fakescope_version"} of a checkpoint, without its model."""
+    """The {"detector", "options", "card", "fakescope_version"} of a checkpoint, no model built."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -101,22 +101,30 @@ def read_metadata(path: str | Path) -> dict:
         # mmap: only the small metadata entry is read, not every tensor.
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises many types for foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(payload, dict) or CHECKPOINT_KEY not in payload:
-        raise CheckpointError(f"{path}: not a fakescope checkpoint (no {CHECKPOINT_KEY!r} metadata)")
+        raise CheckpointError(
+            f"{path}: not a fakescope checkpoint (no {CHECKPOINT_KEY!r} metadata)"
+        )
     return payload[CHECKPOINT_KEY]
 
 
-def save_detector(model: nn.Module, card: DetectorCard, detector: str, options: dict, path: str | Path) -> Path:
-    """Write the pair `load_checkpoint` reads: `NAME.safetensors` weights and `NAME.json` metadata.
+def save_detector(
+    model: nn.Module, card: DetectorCard, detector: str, options: dict, path: str | Path
+) -> Path:
+    """Write the pair `load_checkpoint` reads: `NAME.safetensors` weights, `NAME.json` metadata.
 
     Each file is written atomically (temporary name, then os.replace), weights first.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: a detector is saved as NAME.safetensors (with NAME.json beside it)")
+        raise CheckpointError(
+            f"{path}: a detector is saved as NAME.safetensors (with NAME.json beside it)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # contiguous(): a model trained channels_last has strided conv weights, which safetensors refuses.
+    # contiguous(): a model trained channels_last has strided conv weights; safetensors refuses them.
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

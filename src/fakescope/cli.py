@@ -123,6 +123,43 @@ def evaluate(
 
 
 @app.command()
+def calibrate(
+    checkpoint: Path = typer.Argument(..., help="A .ckpt from `fakescope train` or a .safetensors detector."),
+    data: list[Path] = typer.Option(..., "--data", help="Labelled data dir; repeat to pool several."),
+    split: str = typer.Option("val", "--split", help="val or train (never test)."),
+    method: str = typer.Option("max-balanced-accuracy", "--method", help="max-balanced-accuracy or fpr."),
+    target_fpr: float = typer.Option(0.05, "--target-fpr", help="With --method fpr: highest false positive rate allowed."),
+    bins: int = typer.Option(15, "--bins", help="Bins for ECE and the reliability diagram."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: <run>/calibrated; pass -o for a detector outside a run dir)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing calibration there."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Fit temperature and decision threshold on validation data; write a calibrated detector."""
+    from fakescope.evaluation.calibrate import calibrate_checkpoint
+
+    try:
+        report = calibrate_checkpoint(
+            checkpoint, data, out, split=split, method=method, target_fpr=target_fpr,
+            n_bins=bins, overwrite=overwrite, batch_size=batch_size,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    table = Table(title=f"{report['detector']} on {report['split']}: {report['n_real']} real, {report['n_fake']} fake")
+    for column in ("", "temperature", "threshold", "ECE", "log loss", "Brier", "accuracy", "FPR", "TPR"):
+        table.add_column(column)
+    for name in ("before", "after"):
+        m = report[name]
+        table.add_row(
+            name, f"{m['temperature']:.4g}", f"{m['threshold']:.4f}", _fmt(m["ece"]), _fmt(m["log_loss"]),
+            _fmt(m["brier"]), _fmt(m["accuracy"]), _fmt(m["false_positive_rate"]), _fmt(m["true_positive_rate"]),
+        )
+    console.print(table)
+    for warning in report["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"threshold: {report['threshold_source']}\ncalibrated detector: {report['files']['detector']}")
+
+
+@app.command()
 def audit(
     data: Path = typer.Argument(..., help="A labelled data dir ({real,fake} or {train,val,test}/{real,fake})."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -64,6 +65,8 @@ _ELASTIC_CELLS = 4
 # which sits a little below the centre because MTCNN's box starts at the forehead.
 _FALLBACK_CENTRE = (0.5, 0.55)
 _FALLBACK_AXES = (0.29, 0.33)
+# Below this the face is a few pixels wide and its mask would be a speck.
+_MIN_EYE_DISTANCE = 2.0
 # The 68-point (iBUG / dlib) indices that reduce to MTCNN's five points.
 _IBUG_EYES = (slice(36, 42), slice(42, 48))
 _IBUG_NOSE_TIP = 30
@@ -71,10 +74,12 @@ _IBUG_MOUTH_CORNERS = (48, 54)
 
 
 class SbiConfig(BaseModel):
-    """Probabilities and ranges of the self-blending steps (defaults after the paper).
+    """Probabilities and ranges of the self-blending steps.
 
-    Colour ranges are in 0..255 levels or fractions; geometry in fractions of the image side
-    (source) or of the mask region's radius (mask), so one config fits any image size.
+    The blend ratios are the paper's; the other defaults are mild values chosen here so that
+    the fakes stay hard to see (docs/synthetic-fakes.md). Colour ranges are in 0..255 levels
+    or fractions; geometry in fractions of the image side (source) or of the mask region's
+    radius (mask), so one config fits any image size.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,13 +114,15 @@ class SbiConfig(BaseModel):
     blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
     @model_validator(mode="after")
-    def _check_ranges(self) -> "SbiConfig":
+    def _check_ranges(self) -> SbiConfig:
         positive = ("blur_sigma", "sharpen_amount", "downscale_factor", "scale_range")
         unit = ("mask_threshold", "mask_edge_sigma")
         for name in positive + unit:
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {low, high}")
+                raise ValueError(
+                    f"{name} must be (low, high) with 0 < low <= high, got {low, high}"
+                )
             if name in unit and high >= 1.0:
                 raise ValueError(f"{name} must lie below 1, got {low, high}")
         if self.downscale_factor[1] > 1.0:
@@ -230,7 +237,7 @@ class _FaceFrame:
     eye_to_mouth: float
 
     @classmethod
-    def from_points(cls, points: np.ndarray) -> "_FaceFrame":
+    def from_points(cls, points: np.ndarray) -> _FaceFrame:
         if len(points) == 68:
             points = np.array(
                 [points[_IBUG_EYES[0]].mean(axis=0), points[_IBUG_EYES[1]].mean(axis=0)]
@@ -239,13 +246,18 @@ class _FaceFrame:
             )
         eyes, nose, mouth = points[:2], points[2], points[3:5]
         axis = eyes[1] - eyes[0]
-        # A degenerate face (eyes on one point) still gets a frame; its size comes from below.
-        eye_distance = max(float(np.hypot(*axis)), 1.0)
-        u = axis / eye_distance if np.hypot(*axis) > 0 else np.array([1.0, 0.0])
+        eye_distance = float(np.hypot(*axis))
+        if eye_distance < _MIN_EYE_DISTANCE:
+            raise ValueError(
+                f"landmarks are degenerate: the eyes are {eye_distance:.1f} px apart "
+                f"(at least {_MIN_EYE_DISTANCE} px needed for a face mask)"
+            )
+        u = axis / eye_distance
         v = np.array([-u[1], u[0]])
         drop = float((mouth.mean(axis=0) - eyes.mean(axis=0)) @ v)
         if drop < 0:
             v = -v
+        # A floor keeps a mouth on the eye line (a profile) from flattening the hull.
         eye_to_mouth = max(abs(drop), 0.5 * eye_distance)
         if (mouth[1] - mouth[0]) @ u < 0:
             mouth = mouth[::-1]
@@ -344,7 +356,9 @@ def _fallback_region(shape: tuple[int, int]) -> _Region:
     height, width = shape
     centre = np.array([_FALLBACK_CENTRE[0] * width, _FALLBACK_CENTRE[1] * height])
     axes = (_FALLBACK_AXES[0] * width, _FALLBACK_AXES[1] * height)
-    return _Region([_ellipse(centre, np.array([1.0, 0.0]), *axes)], float(np.sqrt(axes[0] * axes[1])))
+    return _Region(
+        [_ellipse(centre, np.array([1.0, 0.0]), *axes)], float(np.sqrt(axes[0] * axes[1]))
+    )
 
 
 def _ellipse(centre: np.ndarray, axis: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -504,7 +518,7 @@ def landmarks_for(paths: Sequence[str | Path], detector: FaceDetector) -> dict[P
 
 
 def _detect_landmarks(
-    paths: Sequence[str | Path], detector: FaceDetector, max_pixels: int = DEFAULT_MAX_PIXELS
+    paths: Sequence[str | Path], detector: FaceDetector
 ) -> Iterator[tuple[Path, np.ndarray | None, str | None, np.ndarray | None]]:
     """(path, landmarks or None, reason when None, decoded image or None) for each path."""
     for start in range(0, len(paths), _DETECT_CHUNK):
@@ -512,7 +526,7 @@ def _detect_landmarks(
         for raw_path in paths[start : start + _DETECT_CHUNK]:
             path = Path(raw_path)
             try:
-                decoded.append((path, decode_image(path, max_pixels)))
+                decoded.append((path, decode_image(path)))
             except ImageDecodeError as exc:
                 yield path, None, exc.reason, None
         detections = detector.detect_batch([image for _, image in decoded])
@@ -693,7 +707,7 @@ def synthesize_sbi(
                     "seed": entropy,
                     "blend_ratio": result.blend_ratio,
                     "mask_kind": result.kind,
-                    "landmarks": np.round(landmarks, 2).tolist(),
+                    "landmarks": landmarks.tolist(),  # float32 values, exact in JSON
                 }
             )
 

@@ -119,7 +119,12 @@ def evaluate_checkpoint(
         probs = fake_probabilities(scored.logits, card.temperature)
         name = data_dir.resolve().name
         metrics = evaluate_scores(
-            scored.labels, probs, used_threshold, threshold_source, out_dir / name, title=f"{card.name} on {name} ({split})"
+            scored.labels,
+            probs,
+            used_threshold,
+            threshold_source,
+            out_dir / name,
+            title=f"{card.name} on {name} ({split})",
         )
         metrics["split_source"] = scored.split_source
         metrics["skipped"] = [{"path": str(p), "reason": r} for p, r in scored.skipped]

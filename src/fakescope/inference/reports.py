@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from collections import Counter
 from contextlib import ExitStack
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -81,7 +82,7 @@ class ReportWriter(Protocol):
         """Stop without finishing (documents: leave the old file as it was)."""
 
 
-class _StreamWriter:
+class _StreamWriter(ABC):
     """Context-manager plumbing shared by the writers: close on success, abort on error, once."""
 
     _done = False
@@ -105,8 +106,11 @@ class _StreamWriter:
             self._done = True
             self._abandon()
 
-    def _finish(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, result: dict) -> None: ...
+
+    @abstractmethod
+    def _finish(self) -> None: ...
 
     def _abandon(self) -> None:
         self._finish()  # logs keep what they wrote
@@ -144,9 +148,15 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+# ASCII output: file names that are not valid UTF-8 survive as \udcXX escapes.
+_JSON = json_module.JSONEncoder(allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    # ASCII output: file names that are not valid UTF-8 survive as \udcXX escapes.
-    return json_module.dumps(to_json_value(value), allow_nan=False)
+    try:
+        return _JSON.encode(value)
+    except (TypeError, ValueError):  # numpy values or NaN: the slower walk makes them plain
+        return _JSON.encode(to_json_value(value))
 
 
 def _now() -> datetime:
@@ -441,8 +451,8 @@ def render_summary(meta: dict, counts: dict, started: datetime) -> str:
         facts.append(f"threshold {_number(meta['threshold'])}{source}")
     if meta.get("temperature") is not None:
         facts.append(f"temperature {_number(meta['temperature'], 2)}")
-    if meta.get("faces"):
-        facts.append(f"faces: {_text(meta['faces'])}")
+    if meta.get("face_stage"):
+        facts.append(f"face stage: {_text(meta['face_stage'])}")
     tiles = "".join(
         f'<div class="count {css}"><b>{counts[key]}</b><span>{label}</span></div>'
         for key, css, label in (
@@ -486,14 +496,15 @@ def _card(verdict: str, figure: str, result: dict, sections: list[str], notes: l
     name = os.path.basename(path) or path
     kind = result.get("kind", "")
     badge = {"fake": "Fake", "real": "Real", "unreadable": "Unreadable"}[verdict]
-    note_items = "".join(f"<li>{_text(note)}</li>" for note in notes)
+    items = "".join(f"<li>{_text(note)}</li>" for note in notes)
+    notes_html = f'<ul class="notes">{items}</ul>' if notes else ""
     return (
         f'<article class="card {verdict}">{figure}<div class="details">'
         f'<div class="title"><span class="badge {verdict}">{badge}</span>'
         f'<h2 title="{_text(path)}">{_text(name)}</h2><span class="kind">{_text(kind)}</span></div>'
         f'<p class="path">{_text(path)}</p>'
         f"{''.join(sections)}"
-        f'{f"<ul class=notes>{note_items}</ul>" if notes else ""}'
+        f"{notes_html}"
         "</div></article>\n"
     )
 

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from fakescope.checkpoint import load_checkpoint
 from fakescope.config import TrainConfig, config_to_yaml
 from fakescope.data.discovery import DataError, DataSplits, discover
+from fakescope.evaluation.evaluate import fake_probabilities
 from fakescope.evaluation.predict import predict_loader
 from fakescope.evaluation.report import evaluate_scores
 from fakescope.models.registry import get_spec
@@ -197,7 +198,7 @@ def final_results(
         if not len(loader.dataset):
             continue
         labels, logits = predict_loader(detector, card, loader)
-        probs = torch.sigmoid(torch.from_numpy(logits) / card.temperature).numpy()
+        probs = fake_probabilities(logits, card.temperature)
         splits[name] = evaluate_scores(
             labels, probs, card.threshold, card.threshold_source, run_dir, prefix=f"{name}_", title=f"{card.name} ({name})"
         )
