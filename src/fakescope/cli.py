@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+synth_app = typer.Typer(help="Make synthetic fakes from real faces.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -176,6 +178,27 @@ def audit(
     if out:
         atomic_write_json(out, report)
         console.print(f"report: {out}")
+
+
+@synth_app.command("sbi")
+def synth_sbi(
+    real_dir: Path = typer.Argument(..., help="A folder of real face images (recursive)."),
+    out_dir: Path = typer.Argument(..., help="Where to write fake/, masks/ and sbi_manifest.json."),
+    n_per_image: int = typer.Option(1, "--n-per-image", min=1, help="Fakes made from each real image."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Self-blended images (Shiohara & Yamasaki, CVPR 2022): fakes blended from one real face."""
+    from fakescope.data.discovery import DataError
+    from fakescope.data.sbi import synthesize_sbi
+
+    try:
+        summary = synthesize_sbi(real_dir, out_dir, n_per_image=n_per_image, seed=seed)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    console.print(
+        f"{summary['fakes']} fakes from {summary['images']} images in {summary['out_dir']}; "
+        f"{len(summary['skipped'])} skipped (listed in {summary['manifest']})"
+    )
 
 
 def _load_detector(model: str, threshold: float | None, no_faces: bool, max_pixels: int | None):

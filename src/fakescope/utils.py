@@ -8,6 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# mkstemp creates 0600 files; written files get the usual permissions instead. Read once, at
+# import, because reading the umask means setting it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so a reader sees the old file or the new one, never half of one."""
@@ -19,6 +24,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
