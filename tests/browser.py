@@ -24,8 +24,8 @@ from pathlib import Path
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
-# Flags that keep a test run quiet, local and reproducible: no sandbox (tests run as root in
-# containers), no GPU, no network, no first-run or sync machinery.
+# Quiet, local and reproducible: no sandbox (tests may run as root in a container), no GPU,
+# no network, no first-run or sync machinery, /tmp instead of a small container /dev/shm.
 _FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -35,6 +35,7 @@ _FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",
     "--hide-scrollbars",
     "--remote-debugging-pipe",
 )
@@ -62,7 +63,7 @@ def find_chromium() -> str | None:
 def render_page(
     html: Path, *, chromium: str, width: int = 1200, height: int = 900, timeout_s: float = 30.0
 ) -> RenderedPage:
-    """Load `html` in a fresh headless Chromium; return its console errors and a PNG of the viewport."""
+    """Load `html` in a fresh headless Chromium: its console errors and a PNG of the viewport."""
     with tempfile.TemporaryDirectory(prefix="fakescope-chromium-") as profile:
         with _DevToolsPipe(chromium, Path(profile), timeout_s) as devtools:
             return devtools.render(Path(html).resolve().as_uri(), width, height)
@@ -80,16 +81,16 @@ class _DevToolsPipe:
         self.deadline = time.monotonic() + timeout_s
         command_read, self._command_write = (_fd_at_least(fd, 10) for fd in os.pipe())
         self._reply_read, reply_write = (_fd_at_least(fd, 10) for fd in os.pipe())
-        # bash (not dash, which refuses fds above 9) puts the pipe ends on fds 3 and 4,
-        # where Chromium looks for them.
+        # bash (dash refuses fds above 9) puts the pipe ends on fds 3 and 4 for Chromium.
         wiring = f'exec "$0" "$@" 3<&{command_read} 4>&{reply_write}'
         args = [chromium, *_FLAGS, f"--user-data-dir={profile}", "about:blank"]
+        self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             ["bash", "-c", wiring, *args],
             pass_fds=(command_read, reply_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
         )
         os.close(command_read)
         os.close(reply_write)
@@ -104,8 +105,8 @@ class _DevToolsPipe:
         try:
             if self._process.poll() is None:
                 self._send("Browser.close")
-        except (BrowserError, OSError):
-            pass
+        except OSError:
+            pass  # the browser is already gone
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -113,10 +114,12 @@ class _DevToolsPipe:
             self._process.wait()
         os.close(self._command_write)
         os.close(self._reply_read)
+        self._stderr.close()
 
     def render(self, url: str, width: int, height: int) -> RenderedPage:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
+        session = attached["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.call(f"{domain}.enable", session=session)
         metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
@@ -150,12 +153,15 @@ class _DevToolsPipe:
         return self._next_id
 
     def _wait_for_event(self, method: str, session: str) -> None:
-        if any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
+        def matches(event: dict) -> bool:
+            return event.get("method") == method and event.get("sessionId") == session
+
+        if any(matches(e) for e in self.events):
             return
         while True:
             message = self._receive()
             self.events.append(message)
-            if message.get("method") == method and message.get("sessionId") == session:
+            if matches(message):
                 return
 
     def _receive(self) -> dict:
@@ -168,12 +174,17 @@ class _DevToolsPipe:
                 continue
             chunk = os.read(self._reply_read, 1 << 16)
             if not chunk:
-                raise BrowserError(f"Chromium closed the pipe (exit code {self._process.poll()})")
+                tail = self._stderr_tail()
+                raise BrowserError(f"Chromium closed the pipe; its last words:\n{tail}")
             self._buffer += chunk
         end = self._buffer.index(b"\0")
         message = json.loads(self._buffer[:end])
         del self._buffer[: end + 1]
         return message
+
+    def _stderr_tail(self, size: int = 2000) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-size:].decode("utf-8", "replace")
 
 
 def _describe_error(event: dict) -> str | None:
@@ -183,9 +194,9 @@ def _describe_error(event: dict) -> str | None:
         details = params["exceptionDetails"]
         return details.get("exception", {}).get("description") or details.get("text", "exception")
     if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-        texts = [str(arg.get("value", arg.get("description", ""))) for arg in params.get("args", [])]
-        return "console.error: " + " ".join(texts)
+        args = params.get("args", [])
+        return "console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in args)
     if method == "Log.entryAdded" and params["entry"].get("level") == "error":
         entry = params["entry"]
-        return f"{entry.get('source', 'log')}: {entry.get('text', '')} {entry.get('url', '')}".strip()
+        return f"{entry.get('source', 'log')}: {entry.get('text', '')} {entry.get('url', '')}"
     return None

@@ -12,7 +12,7 @@ from test_reports import META, make_sample_scan
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not found on PATH (Debian: apt-get install chromium)"
+    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium)"
 )
 
 # The face-box strokes of the report's stylesheet (--box-fake, --box-real).

@@ -197,7 +197,7 @@ def synth_sbi(
         fail(str(error))
     console.print(
         f"{summary['fakes']} fakes from {summary['images']} images in {summary['out_dir']}; "
-        f"{len(summary['skipped'])} skipped (listed in {summary['manifest']})"
+        f"{summary['skipped']} skipped (listed in {summary['manifest']})"
     )
 
 

@@ -28,15 +28,15 @@ import os
 import re
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from collections import Counter
 from contextlib import ExitStack
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import IO, Any, Iterable, Protocol
+from typing import IO, Any, Iterable, Protocol, Self
 
 import numpy as np
 from PIL import Image
@@ -87,7 +87,7 @@ class _StreamWriter(ABC):
 
     _done = False
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -122,12 +122,15 @@ class _StreamWriter(ABC):
 def check_result(result: Any) -> dict:
     """`result` if a report can be written from it, else ReportInputError saying what is missing."""
     if not isinstance(result, dict) or "file" not in result:
-        raise ReportInputError(f"a scan result must be a dict with a 'file' key, got {result!r:.200}")
+        got = repr(result)[:200]
+        raise ReportInputError(f"a scan result must be a dict with a 'file' key, got {got}")
     if "error" in result:
         return result
     missing = [key for key in ("kind", "prediction", "probabilities") if key not in result]
     if missing:
-        raise ReportInputError(f"the result for {result['file']} has no {', '.join(missing)} and no 'error'")
+        raise ReportInputError(
+            f"the result for {result['file']} has no {', '.join(missing)} and no 'error'"
+        )
     return result
 
 
@@ -250,8 +253,10 @@ class CsvWriter(_StreamWriter):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._meta = dict(meta)
-        # Undecodable bytes in file names become \xNN text: the file stays valid UTF-8.
-        self._handle = open(self.path, "w", encoding="utf-8", errors="backslashreplace", newline="")
+        # Undecodable bytes in file names become \udcXX text: the file stays valid UTF-8.
+        self._handle = open(
+            self.path, "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
         self._csv = csv_module.DictWriter(self._handle, fieldnames=CSV_COLUMNS)
         self._csv.writeheader()
         self._handle.flush()
@@ -266,7 +271,10 @@ class CsvWriter(_StreamWriter):
 
 def csv_row(result: dict, meta: dict) -> dict:
     """The CSV columns of one result."""
-    described = {key: result.get(key, meta.get(key, "")) for key in ("threshold", "detector", "detector_version")}
+    described = {
+        key: result.get(key, meta.get(key, ""))
+        for key in ("threshold", "detector", "detector_version")
+    }
     row = {"file": result["file"], "kind": result.get("kind", ""), **described}
     if "error" in result:
         return {**row, "error": result["error"]}
@@ -282,7 +290,8 @@ def csv_row(result: dict, meta: dict) -> dict:
 
 def _face_count(result: dict) -> int:
     if result["kind"] == "video":
-        return max((len(t.get("faces") or []) for t in result.get("timeline") or []), default=0)
+        timeline = result.get("timeline") or []
+        return max((len(t.get("faces") or []) for t in timeline), default=0)
     return len(result.get("faces") or [])
 
 
@@ -334,7 +343,7 @@ class HtmlWriter(_StreamWriter):
         self._tally = _Tally()
         # Beside the target rather than in /tmp: a big report should not fill a small tmpfs.
         self._cards = tempfile.TemporaryFile(
-            "w+", encoding="utf-8", dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".cards"
+            "w+", encoding="utf-8", dir=self.path.parent, prefix=f".{self.path.name}."
         )
 
     def write(self, result: dict) -> None:
@@ -345,9 +354,14 @@ class HtmlWriter(_StreamWriter):
 
     def _finish(self) -> None:
         head, tail = _template_parts()
+        finished = _now()
+        title = f"fakescope scan: {self._tally.files} files, {self._tally.fake} fake"
+        summary = render_summary(
+            self._meta, self._tally.as_dict(finished), self._tally.started, finished
+        )
         out = _AtomicTextFile(self.path)
         try:
-            out.handle.write(head.substitute(title=_text(_page_title(self._tally)), summary=self._summary()))
+            out.handle.write(head.substitute(title=_text(title), summary=summary))
             self._cards.seek(0)
             shutil.copyfileobj(self._cards, out.handle)
             out.handle.write(tail)
@@ -361,18 +375,12 @@ class HtmlWriter(_StreamWriter):
     def _abandon(self) -> None:
         self._cards.close()
 
-    def _summary(self) -> str:
-        return render_summary(self._meta, self._tally.as_dict(_now()), self._tally.started)
-
 
 def _template_parts() -> tuple[Template, str]:
+    """The page before the cards (with $title and $summary to fill in) and after them."""
     page = resources.files("fakescope.inference").joinpath(_TEMPLATE).read_text(encoding="utf-8")
     head, tail = page.split(_CARDS_SLOT)
     return Template(head), tail
-
-
-def _page_title(tally: _Tally) -> str:
-    return f"fakescope scan: {tally.files} files, {tally.fake} fake"
 
 
 # -- several outputs at once ------------------------------------------------------------------
@@ -410,12 +418,16 @@ def open_writers(
     csv: str | Path | None = None,
     html: str | Path | None = None,
 ) -> ReportSet:
-    """The writers for the outputs asked for (None: not written), as one context manager."""
+    """The writers for the outputs asked for (None: not written), as one context manager.
+
+    `meta` describes the scan (`Detector.describe()`): it heads the JSON and the HTML page and
+    fills the detector columns of CSV rows for unreadable files.
+    """
     factories = [
         (jsonl, JsonlWriter),
-        (csv, lambda p: CsvWriter(p, meta)),
-        (json, lambda p: JsonWriter(p, meta)),
-        (html, lambda p: HtmlWriter(p, meta)),
+        (csv, lambda path: CsvWriter(path, meta)),
+        (json, lambda path: JsonWriter(path, meta)),
+        (html, lambda path: HtmlWriter(path, meta)),
     ]
     writers: list[ReportWriter] = []
     try:
@@ -432,7 +444,7 @@ def open_writers(
 
 
 def _text(value: Any) -> str:
-    """`value` as escaped HTML text; characters UTF-8 cannot hold (undecodable bytes in file names) show as '?'."""
+    """`value` as escaped HTML; what UTF-8 cannot hold (bytes of odd file names) shows as '?'."""
     return html.escape(str(value).encode("utf-8", "replace").decode("utf-8"), quote=True)
 
 
@@ -440,7 +452,7 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else _text(value)
 
 
-def render_summary(meta: dict, counts: dict, started: datetime) -> str:
+def render_summary(meta: dict, counts: dict, started: datetime, finished: datetime) -> str:
     """The page header: detector, threshold, counts and the time of the scan."""
     detector = f"<b>{_text(meta.get('detector', 'unknown detector'))}</b>"
     if meta.get("detector_version") is not None:
@@ -454,25 +466,17 @@ def render_summary(meta: dict, counts: dict, started: datetime) -> str:
     if meta.get("face_stage"):
         facts.append(f"face stage: {_text(meta['face_stage'])}")
     tiles = "".join(
-        f'<div class="count {css}"><b>{counts[key]}</b><span>{label}</span></div>'
-        for key, css, label in (
-            ("files", "all", "files"),
-            ("fake", "fake", "fake"),
-            ("real", "real", "real"),
-            ("unreadable", "unreadable", "unreadable"),
-        )
+        f'<div class="count {key}"><b>{counts[key]}</b><span>{key}</span></div>'
+        for key in ("files", "fake", "real", "unreadable")
     )
-    finished = datetime.fromisoformat(counts["finished"])
     took = (finished - started).total_seconds()
-    when = f"Scan started {started:%Y-%m-%d %H:%M:%S %Z}, took {took:.0f} s"
+    when = f"Scan started {started:%Y-%m-%d %H:%M:%S %Z}, took {took:.1f} s."
     return (
-        '<header class="summary">'
-        "<h1>fakescope scan report</h1>"
+        '<header class="summary"><h1>fakescope scan report</h1>'
         f'<p class="facts">{" · ".join(facts)}</p>'
         f'<div class="counts">{tiles}</div>'
-        f'<p class="muted">{_text(when)}. Scores are P(fake), the probability that a face is fake; '
-        "a file is called fake when its score reaches the threshold.</p>"
-        "</header>"
+        f'<p class="muted">{_text(when)} Scores are P(fake), the probability that a face is '
+        "fake; a file is called fake when its score reaches the threshold.</p></header>"
     )
 
 
@@ -494,45 +498,47 @@ def render_card(result: dict, threshold: float, thumbnail_px: int = THUMBNAIL_PX
 def _card(verdict: str, figure: str, result: dict, sections: list[str], notes: list[str]) -> str:
     path = str(result["file"])
     name = os.path.basename(path) or path
-    kind = result.get("kind", "")
-    badge = {"fake": "Fake", "real": "Real", "unreadable": "Unreadable"}[verdict]
     items = "".join(f"<li>{_text(note)}</li>" for note in notes)
     notes_html = f'<ul class="notes">{items}</ul>' if notes else ""
     return (
         f'<article class="card {verdict}">{figure}<div class="details">'
-        f'<div class="title"><span class="badge {verdict}">{badge}</span>'
-        f'<h2 title="{_text(path)}">{_text(name)}</h2><span class="kind">{_text(kind)}</span></div>'
-        f'<p class="path">{_text(path)}</p>'
-        f"{''.join(sections)}"
-        f"{notes_html}"
+        f'<div class="title"><span class="badge {verdict}">{verdict.capitalize()}</span>'
+        f'<h2 title="{_text(path)}">{_text(name)}</h2>'
+        f'<span class="kind">{_text(result.get("kind", ""))}</span></div>'
+        f'<p class="path">{_text(path)}</p>{"".join(sections)}{notes_html}'
         "</div></article>\n"
     )
 
 
 def _verdict(result: dict, threshold: float) -> str:
+    """P(fake) in figures and as a bar, with the threshold marked on it."""
     p_fake = float(result["probabilities"]["fake"])
     css = "fake" if result["prediction"] == "Fake" else "real"
     confidence = result.get("confidence")
-    conf = f' · confidence {float(confidence) * 100:.1f} %' if confidence is not None else ""
+    sure = f" · confidence {float(confidence):.1%}" if confidence is not None else ""
+    label = f"P(fake) {p_fake:.3f} against threshold {threshold:.3f}"
     return (
-        f'<div class="score"><span>P(fake) <b>{p_fake:.3f}</b>{conf}</span>'
+        f'<div class="score"><span>P(fake) <b>{p_fake:.3f}</b>{sure}</span>'
         f'<span class="muted">threshold {threshold:.3f}</span></div>'
-        f'<div class="bar" role="img" aria-label="P(fake) {p_fake:.3f} against threshold {threshold:.3f}">'
+        f'<div class="bar" role="img" aria-label="{label}">'
         f'<span class="fill {css}" style="width:{_percent(p_fake)}"></span>'
         f'<span class="mark" style="left:{_percent(threshold)}"></span></div>'
     )
 
 
 def _percent(value: float) -> str:
-    return f"{min(max(value, 0.0), 1.0) * 100:.1f}%"
+    return f"{min(max(value, 0.0), 1.0):.1%}"
 
 
-def _image_parts(result: dict, threshold: float, thumbnail_px: int) -> tuple[str, list[str], list[str]]:
+def _image_parts(
+    result: dict, threshold: float, thumbnail_px: int
+) -> tuple[str, list[str], list[str]]:
     notes: list[str] = []
     faces = result.get("faces") or []
     skipped = result.get("skipped_faces") or []
     image = _load_image(str(result["file"]), notes)
-    figure = _figure(image, faces, skipped, threshold, thumbnail_px, caption=_size_caption(result, image))
+    caption = _size_caption(result, image)
+    figure = _figure(image, faces, skipped, threshold, thumbnail_px, caption)
     sections = [_faces_table(faces, result.get("face"), threshold)] if faces else []
     if result.get("fallback"):
         notes.append("No face found: the whole image was scored.")
@@ -541,25 +547,29 @@ def _image_parts(result: dict, threshold: float, thumbnail_px: int) -> tuple[str
     return figure, sections, notes
 
 
-def _video_parts(result: dict, threshold: float, thumbnail_px: int) -> tuple[str, list[str], list[str]]:
+def _video_parts(
+    result: dict, threshold: float, thumbnail_px: int
+) -> tuple[str, list[str], list[str]]:
     notes: list[str] = []
     timeline = result.get("timeline") or []
     driving = result.get("driving_frames") or []
     entry = next((t for t in timeline if driving and t["frame"] == driving[0]), None)
-    frame = _load_video_frame(str(result["file"]), len(timeline), entry["frame"], notes) if entry else None
-    faces = entry["faces"] if entry else []
-    caption = ""
-    if entry:
-        caption = f"frame {entry['frame']}{_at_time(entry)}: the sampled frame with the highest P(fake)"
-    figure = _figure(frame, faces, [], threshold, thumbnail_px, caption=caption)
-    sampled, with_faces = result.get("frames_sampled", len(timeline)), result.get("frames_with_faces")
-    counted = f"{sampled} frames sampled, {with_faces} with faces" if with_faces is not None else f"{sampled} frames sampled"
+    frame, faces, caption = None, [], ""
+    if entry is not None:
+        frame = _load_video_frame(str(result["file"]), len(timeline), entry["frame"], notes)
+        faces = entry["faces"] or []
+        caption = f"frame {entry['frame']}{_at_time(entry)}, the sampled frame most likely fake"
+    figure = _figure(frame, faces, [], threshold, thumbnail_px, caption)
+    counted = f"{result.get('frames_sampled', len(timeline))} frames sampled"
+    if result.get("frames_with_faces") is not None:
+        counted += f", {result['frames_with_faces']} with faces"
     sections = [
-        f'<p class="muted">{_text(counted)}; the video\'s score is the mean P(fake) over the frames with faces.</p>',
+        f'<p class="muted">{_text(counted)}; the video\'s score is the mean P(fake) over the '
+        "frames with faces.</p>",
         _timeline_svg(timeline, threshold, set(driving)),
     ]
     if faces:
-        sections.append(_faces_table(faces, None, threshold))
+        sections.append(_faces_table(faces, None, threshold, f"Faces in frame {entry['frame']}"))
     if result.get("fallback"):
         notes.append("No face in any sampled frame: whole frames were scored.")
     return figure, sections, notes
@@ -567,7 +577,9 @@ def _video_parts(result: dict, threshold: float, thumbnail_px: int) -> tuple[str
 
 def _at_time(entry: dict) -> str:
     time_s = entry.get("time_s")
-    return f" at {time_s:.2f} s" if isinstance(time_s, (int, float)) and math.isfinite(time_s) else ""
+    if isinstance(time_s, (int, float)) and math.isfinite(time_s):
+        return f" at {time_s:.2f} s"
+    return ""
 
 
 def _size_caption(result: dict, image: np.ndarray | None) -> str:
@@ -582,8 +594,8 @@ def _skipped_notes(skipped: list[dict]) -> list[str]:
         return []
     reasons = Counter(str(s.get("reason", "skipped")) for s in skipped)
     listed = ", ".join(f"{reason} ({n})" if n > 1 else reason for reason, n in reasons.items())
-    word = "face was" if len(skipped) == 1 else "faces were"
-    return [f"{len(skipped)} {word} not scored (grey dashed boxes): {listed}."]
+    were = "face was" if len(skipped) == 1 else "faces were"
+    return [f"{len(skipped)} {were} not scored (grey dashed boxes): {listed}."]
 
 
 def _load_image(path: str, notes: list[str]) -> np.ndarray | None:
@@ -594,7 +606,9 @@ def _load_image(path: str, notes: list[str]) -> np.ndarray | None:
         return None
 
 
-def _load_video_frame(path: str, frames_sampled: int, index: int, notes: list[str]) -> np.ndarray | None:
+def _load_video_frame(
+    path: str, frames_sampled: int, index: int, notes: list[str]
+) -> np.ndarray | None:
     """The sampled frame `index`, read the way the scan sampled it (same count, same frames)."""
     try:
         frames = read_video_frames(path, n_frames=max(frames_sampled, 1))
@@ -622,64 +636,85 @@ def _figure(
     max_px: int,
     caption: str,
 ) -> str:
+    """The picture as an inline SVG with the face boxes over it: red over the threshold, green
+    under it, grey dashed for faces that were found but not scored."""
     if image is None:
         return _placeholder("no preview")
-    uri, width, height = thumbnail_data_uri(image, max_px)
-    scale = width / image.shape[1]
-    shapes = [_box(s["box"], scale, "skipped", None, width, height) for s in skipped]
+    uri = thumbnail_data_uri(image, max_px)
+    # Drawn `max_px` wide or high even when the picture is smaller, so small ones stay legible.
+    scale = max_px / max(image.shape[:2])
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    shapes = [_box(s["box"], scale, size, "skipped") for s in skipped]
     for number, face in enumerate(faces, start=1):
         css = "fake" if float(face["p_fake"]) >= threshold else "real"
-        shapes.append(_box(face["box"], scale, css, str(number), width, height))
+        shapes.append(_box(face["box"], scale, size, css, label=str(number)))
+    width, height = size
     return (
-        f'<figure class="thumb"><svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="preview with {len(faces)} face boxes">'
-        f'<image href="{uri}" x="0" y="0" width="{width}" height="{height}"/>{"".join(shapes)}</svg>'
+        f'<figure class="thumb"><svg viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="preview with {len(faces)} face boxes">'
+        f'<image href="{uri}" x="0" y="0" width="{width}" height="{height}" '
+        f'preserveAspectRatio="none"/>{"".join(shapes)}</svg>'
         f"<figcaption>{_text(caption)}</figcaption></figure>"
     )
 
 
-def thumbnail_data_uri(image: np.ndarray, max_px: int = THUMBNAIL_PX) -> tuple[str, int, int]:
-    """An RGB array shrunk to fit `max_px` (never enlarged) as a JPEG data URI, with its size."""
+def thumbnail_data_uri(image: np.ndarray, max_px: int = THUMBNAIL_PX) -> str:
+    """An RGB array shrunk to fit `max_px` (never enlarged) as a JPEG data URI."""
     picture = Image.fromarray(image)
     picture.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=_THUMBNAIL_JPEG_QUALITY)
-    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    return uri, picture.width, picture.height
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _box(box: list[float], scale: float, css: str, label: str | None, width: int, height: int) -> str:
+def _box(
+    box: list[float], scale: float, size: tuple[int, int], css: str, label: str | None = None
+) -> str:
     # Detector boxes may reach past the image edge; clip them so the outline stays visible.
+    width, height = size
     x1, y1 = max(box[0] * scale, 1.0), max(box[1] * scale, 1.0)
     x2, y2 = min(box[2] * scale, width - 1.0), min(box[3] * scale, height - 1.0)
     if x2 <= x1 or y2 <= y1:
         return ""
-    rect = f'<rect class="box {css}" x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}"/>'
+    shape = (
+        f'<rect class="box {css}" x="{x1:.1f}" y="{y1:.1f}" '
+        f'width="{x2 - x1:.1f}" height="{y2 - y1:.1f}"/>'
+    )
     if label is None:
-        return rect
-    return rect + f'<text class="box-label {css}" x="{x1 + 4:.1f}" y="{y1 + 16:.1f}">{_text(label)}</text>'
+        return shape
+    # The face's number in the table, on a tag in the box's top-left corner.
+    return (
+        f'{shape}<rect class="tag {css}" x="{x1:.1f}" y="{y1:.1f}" width="18" height="18"/>'
+        f'<text class="tag-label" x="{x1 + 9:.1f}" y="{y1 + 13.5:.1f}">{_text(label)}</text>'
+    )
 
 
 # -- HTML: faces and heat maps ------------------------------------------------------------------
 
 
-def _faces_table(faces: list[dict], driver: dict | None, threshold: float) -> str:
+def _faces_table(
+    faces: list[dict], driver: dict | None, threshold: float, caption: str = ""
+) -> str:
+    with_heat = any(face.get("heatmap") for face in faces)
     rows = []
     for number, face in enumerate(faces, start=1):
         p_fake = float(face["p_fake"])
         css = "fake" if p_fake >= threshold else "real"
         drove = driver is not None and face.get("box") == driver.get("box")
-        box = ", ".join(f"{v:.0f}" for v in face["box"])
+        star = ' <span title="this face decided the verdict">★</span>' if drove else ""
         detection = face.get("detection_score")
+        box = ", ".join(f"{v:.0f}" for v in face["box"])
+        heat = _heatmap_img(face.get("heatmap"), f"face {number}") if with_heat else None
         rows.append(
-            f'<tr class="{css}"><td>{number}{" ★" if drove else ""}</td>'
-            f'<td class="p {css}">{p_fake:.3f}</td>'
+            f'<tr><td>{number}{star}</td><td class="p {css}">{p_fake:.3f}</td>'
             f"<td>{_number(detection) if detection is not None else '–'}</td>"
-            f'<td class="box-coords">{box}</td><td>{_heatmap_img(face.get("heatmap"), f"face {number}")}</td></tr>'
+            f'<td class="box-coords">{box}</td>{f"<td>{heat}</td>" if heat else ""}</tr>'
         )
+    caption_html = f"<caption>{_text(caption)}</caption>" if caption else ""
+    heat_header = "<th>heat map</th>" if with_heat else ""
     return (
-        '<table class="faces"><thead><tr><th>face</th><th>P(fake)</th><th>detector score</th>'
-        "<th>box x1, y1, x2, y2</th><th>heat map</th></tr></thead>"
+        f'<table class="faces">{caption_html}<thead><tr><th>face</th><th>P(fake)</th>'
+        f"<th>detector score</th><th>box x1, y1, x2, y2</th>{heat_header}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -687,7 +722,8 @@ def _faces_table(faces: list[dict], driver: dict | None, threshold: float) -> st
 def _whole_image_heatmap(result: dict) -> str:
     if not result.get("heatmap"):
         return ""
-    return f'<div class="whole-heat"><span class="muted">heat map, whole image</span>{_heatmap_img(result["heatmap"], "the whole image")}</div>'
+    image = _heatmap_img(result["heatmap"], "the whole image")
+    return f'<div class="whole-heat"><span class="muted">heat map, whole image</span>{image}</div>'
 
 
 def _heatmap_img(uri: Any, what: str) -> str:
@@ -699,60 +735,66 @@ def _heatmap_img(uri: Any, what: str) -> str:
 # -- HTML: the video timeline -------------------------------------------------------------------
 
 _PLOT_W, _PLOT_H = 560, 150
-_LEFT, _RIGHT, _TOP, _BOTTOM = 40, 12, 10, 26
+_LEFT, _RIGHT, _TOP, _BOTTOM = 40, 100, 10, 26  # the right margin holds the threshold's label
 
 
 def _timeline_svg(timeline: list[dict], threshold: float, driving: set[int]) -> str:
-    """P(fake) per sampled frame as an SVG line plot, the threshold dashed."""
+    """P(fake) per sampled frame as an SVG line plot: the threshold dashed, the frames that drove
+    the verdict larger, frames without a face hollow. Time in seconds, or frame numbers when
+    the video has no usable time stamps."""
     if not timeline:
         return ""
     times = [t.get("time_s") for t in timeline]
     use_time = all(isinstance(v, (int, float)) and math.isfinite(v) for v in times)
     xs = [float(v) for v in times] if use_time else [float(t["frame"]) for t in timeline]
     low, high = min(xs), max(xs)
-    span = high - low or 1.0
-    inner_w, inner_h = _PLOT_W - _LEFT - _RIGHT, _PLOT_H - _TOP - _BOTTOM
+    right = _PLOT_W - _RIGHT
+    inner_w, inner_h = right - _LEFT, _PLOT_H - _TOP - _BOTTOM
 
     def x_of(value: float) -> float:
-        return _LEFT + (value - low) / span * inner_w if high > low else _LEFT + inner_w / 2
+        return _LEFT + (value - low) / (high - low) * inner_w if high > low else _LEFT + inner_w / 2
 
     def y_of(p: float) -> float:
         return _TOP + (1.0 - min(max(p, 0.0), 1.0)) * inner_h
 
-    grid = "".join(
-        f'<line class="grid" x1="{_LEFT}" x2="{_PLOT_W - _RIGHT}" y1="{y_of(p):.1f}" y2="{y_of(p):.1f}"/>'
+    parts = [
+        f'<line class="grid" x1="{_LEFT}" x2="{right}" y1="{y_of(p):.1f}" y2="{y_of(p):.1f}"/>'
         f'<text class="axis" x="{_LEFT - 6}" y="{y_of(p) + 4:.1f}" text-anchor="end">{p:g}</text>'
         for p in (0.0, 0.5, 1.0)
+    ]
+    bottom = _PLOT_H - 6
+    parts.append(f'<text class="axis" x="{_LEFT}" y="{bottom}">{_x_label(low, use_time)}</text>')
+    parts.append(
+        f'<text class="axis" x="{right}" y="{bottom}" text-anchor="end">'
+        f"{_x_label(high, use_time)}</text>"
     )
-    unit = "s" if use_time else "frame"
-    axis = (
-        f'<text class="axis" x="{_LEFT}" y="{_PLOT_H - 6}">{_x_label(low, unit)}</text>'
-        f'<text class="axis" x="{_PLOT_W - _RIGHT}" y="{_PLOT_H - 6}" text-anchor="end">{_x_label(high, unit)}</text>'
-    )
-    limit = (
-        f'<line class="threshold" x1="{_LEFT}" x2="{_PLOT_W - _RIGHT}" y1="{y_of(threshold):.1f}" y2="{y_of(threshold):.1f}"/>'
-        f'<text class="axis threshold-label" x="{_PLOT_W - _RIGHT}" y="{y_of(threshold) - 4:.1f}" text-anchor="end">'
+    y_limit = y_of(threshold)
+    parts.append(
+        f'<line class="threshold" x1="{_LEFT}" x2="{right}" y1="{y_limit:.1f}" y2="{y_limit:.1f}"/>'
+        f'<text class="axis threshold-label" x="{right + 6}" y="{y_limit + 4:.1f}">'
         f"threshold {threshold:.2f}</text>"
     )
-    points = " ".join(f"{x_of(x):.1f},{y_of(float(t['p_fake'])):.1f}" for x, t in zip(xs, timeline))
-    dots = []
-    for x, entry in zip(xs, timeline):
+    points = [(x_of(x), y_of(float(t["p_fake"]))) for x, t in zip(xs, timeline)]
+    parts.append(
+        f'<polyline class="line" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}"/>'
+    )
+    for (x, y), entry in zip(points, timeline):
         p_fake = float(entry["p_fake"])
         css = "noface" if entry.get("fallback") else ("fake" if p_fake >= threshold else "real")
-        radius = 5 if entry["frame"] in driving else 3
         tip = f"frame {entry['frame']}{_at_time(entry)}: P(fake) {p_fake:.3f}"
         if entry.get("fallback"):
             tip += " (no face: whole frame)"
-        dots.append(
-            f'<circle class="dot {css}" cx="{x_of(x):.1f}" cy="{y_of(p_fake):.1f}" r="{radius}">'
+        radius = 5 if entry["frame"] in driving else 3
+        parts.append(
+            f'<circle class="dot {css}" cx="{x:.1f}" cy="{y:.1f}" r="{radius}">'
             f"<title>{_text(tip)}</title></circle>"
         )
     return (
+        '<p class="plot-title">P(fake) of each sampled frame</p>'
         f'<svg class="timeline" viewBox="0 0 {_PLOT_W} {_PLOT_H}" role="img" '
-        f'aria-label="P(fake) of {len(timeline)} sampled frames">'
-        f'{grid}{axis}{limit}<polyline class="line" points="{points}"/>{"".join(dots)}</svg>'
+        f'aria-label="P(fake) of {len(timeline)} sampled frames">{"".join(parts)}</svg>'
     )
 
 
-def _x_label(value: float, unit: str) -> str:
-    return f"{value:.1f} s" if unit == "s" else f"frame {value:.0f}"
+def _x_label(value: float, in_seconds: bool) -> str:
+    return f"{value:.1f} s" if in_seconds else f"frame {value:.0f}"

@@ -1,0 +1,117 @@
+"""The command line as a user meets it: exit codes, reports, messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+runner = CliRunner()
+
+
+def cli(*args: str, stdin: str | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=stdin)
+
+
+def test_models_lists_every_detector_with_its_card():
+    result = cli("models", "--json")
+    assert result.exit_code == 0
+    cards = json.loads(result.stdout)
+    assert set(cards) == {"lite0", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"}
+    assert cards["multibranch-b4"]["card"]["output"] == "two-logits"
+
+
+def test_usage_errors_exit_with_1():
+    done = subprocess.run([sys.executable, "-m", "fakescope", "scan"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Missing argument" in done.stderr
+
+
+def test_scan_writes_every_report_and_exits_2_on_unreadable_files(trained_run: Path, toy_data: Path, tmp_path: Path):
+    model = trained_run / "checkpoints" / "best.ckpt"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    images = sorted((toy_data / "fake").iterdir())[:3] + sorted((toy_data / "real").iterdir())[:3]
+    out = tmp_path / "reports"
+    result = cli(
+        "scan", *images, broken, tmp_path / "missing.jpg", "--model", model,
+        "--json", out / "r.json", "--jsonl", out / "r.jsonl", "--csv", out / "r.csv", "--html", out / "r.html",
+    )
+    assert result.exit_code == 2, result.output
+    assert "broken.png" in result.output and "missing.jpg" in result.output
+    document = json.loads((out / "r.json").read_text())
+    assert len(document["results"]) == 8
+    lines = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
+    assert [Path(r["file"]).name for r in lines][:6] == [p.name for p in images]
+    assert sum("error" in r for r in lines) == 2
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert len(rows) == 8 and {"file", "prediction", "p_fake"} <= set(rows[0])
+    html = (out / "r.html").read_text()
+    assert "broken.png" in html and html.count("data:image/") >= 6
+
+
+def test_scan_of_readable_files_exits_0_and_reads_paths_from_stdin(trained_run: Path, toy_data: Path):
+    images = sorted((toy_data / "real").iterdir())[:2]
+    result = cli("scan", "-", "--model", trained_run / "checkpoints" / "best.ckpt", stdin="\n".join(map(str, images)))
+    assert result.exit_code == 0, result.output
+    assert "2 scored" in result.output
+
+
+def test_scan_without_a_model_file_is_a_clear_error(tmp_path: Path):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = cli("scan", image, "--model", tmp_path / "nope.ckpt")
+    assert result.exit_code == 1
+    assert "nope.ckpt" in result.output
+
+
+def test_explain_writes_an_overlay(trained_run: Path, toy_data: Path, tmp_path: Path):
+    image = next((toy_data / "fake").iterdir())
+    out = tmp_path / "heat.png"
+    result = cli("explain", image, "-o", out, "--model", trained_run / "checkpoints" / "best.ckpt")
+    assert result.exit_code == 0, result.output
+    overlay = np.asarray(Image.open(out))
+    assert overlay.shape[:2] == np.asarray(Image.open(image)).shape[:2]
+
+
+def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluation.json").read_text())
+    metrics = report["datasets"][toy_data.name]
+    for key in ("accuracy", "auc_roc", "average_precision", "eer", "specificity", "sensitivity", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["split_source"].endswith("split_manifest.json")  # the run's own test split
+    assert (out / toy_data.name / "roc_curve.png").is_file()
+    assert (out / toy_data.name / "confusion_matrix.png").is_file()
+
+
+def test_synth_sbi_writes_fakes(tmp_path: Path):
+    from skimage import data as skdata
+
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray(skdata.astronaut()[20:260, 120:340]).save(real / "astronaut.png")
+    result = cli("synth", "sbi", real, tmp_path / "sbi")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "sbi" / "fake").glob("*.png"))) == 1
+    assert "1 fakes from 1 images" in result.output
+
+
+def test_audit_writes_its_json(toy_data: Path, tmp_path: Path):
+    out = tmp_path / "audit.json"
+    result = cli("audit", toy_data, "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert "warnings" in report
+    assert cli("audit", tmp_path / "missing").exit_code == 1
