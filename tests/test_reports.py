@@ -193,6 +193,15 @@ def test_json_document_round_trips(tmp_path, sample):
     assert _files_in(path.parent) == ["scan.json"]
 
 
+def test_documents_get_the_usual_file_permissions(tmp_path, sample):
+    usual = tmp_path / "usual.txt"
+    usual.write_text("")
+    paths = {kind: tmp_path / f"scan.{kind}" for kind in OUTPUTS}
+    _write_all(open_writers(meta=META, **paths), sample[:1])
+    for path in paths.values():
+        assert path.stat().st_mode & 0o777 == usual.stat().st_mode & 0o777
+
+
 def test_json_with_no_results_is_valid(tmp_path):
     path = tmp_path / "scan.json"
     _write_all(JsonWriter(path, META), [])
@@ -358,6 +367,12 @@ def test_html_cards_show_boxes_heat_maps_and_notes(tmp_path, sample):
     assert "Unreadable" in broken and "cannot decode: empty file" in broken
 
 
+def test_html_says_when_the_detector_has_no_face_stage(tmp_path, sample):
+    landscape = {**sample[2], "face_stage": "none"}
+    card = _card(_write_html(tmp_path, [landscape]), "landscape.jpg")
+    assert "looks at whole images" in card and "No face found" not in card
+
+
 def test_html_video_card_shows_the_verdict_frame_and_timeline(tmp_path, sample):
     page = _write_html(tmp_path, sample)
     video = _card(page, "clip.mp4")
@@ -401,6 +416,9 @@ def test_a_bad_result_aborts_the_documents_and_names_the_file(tmp_path, sample):
     assert len(paths["jsonl"].read_text().splitlines()) == 1
     with pytest.raises(ReportInputError, match="a dict with a 'file' key"):
         _write_all(JsonlWriter(paths["jsonl"]), ["not a result"])
+    del sample[0]["faces"][0]["p_fake"]
+    with pytest.raises(ReportInputError, match="crowd.png: KeyError"):
+        _write_all(HtmlWriter(paths["html"], META), sample[:1])
 
 
 def test_undecodable_file_names_do_not_break_any_output(tmp_path):

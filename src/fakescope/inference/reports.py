@@ -26,6 +26,7 @@ import json as json_module
 import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -204,8 +205,10 @@ class _AtomicTextFile:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        self.handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        # Exclusive create under a random name rather than mkstemp: the file gets the usual
+        # permissions (0666 less the umask), not mkstemp's 0600.
+        self._tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        self.handle: IO[str] = open(self._tmp, "x", encoding="utf-8", newline="")
 
     def commit(self) -> None:
         try:
@@ -349,7 +352,12 @@ class HtmlWriter(_StreamWriter):
     def write(self, result: dict) -> None:
         check_result(result)
         threshold = float(result.get("threshold", self._meta.get("threshold", 0.5)))
-        self._cards.write(render_card(result, threshold, self._thumbnail_px))
+        try:
+            card = render_card(result, threshold, self._thumbnail_px)
+        except (KeyError, TypeError, ValueError) as error:  # a face or frame missing its keys
+            reason = f"cannot draw the result for {result['file']}: {error!r}"
+            raise ReportInputError(reason) from error
+        self._cards.write(card)
         self._tally.add(result)
 
     def _finish(self) -> None:
@@ -541,7 +549,7 @@ def _image_parts(
     figure = _figure(image, faces, skipped, threshold, thumbnail_px, caption)
     sections = [_faces_table(faces, result.get("face"), threshold)] if faces else []
     if result.get("fallback"):
-        notes.append("No face found: the whole image was scored.")
+        notes.append(_fallback_note(result, "No face found: the whole image was scored."))
         sections.append(_whole_image_heatmap(result))
     notes.extend(_skipped_notes(skipped))
     return figure, sections, notes
@@ -563,16 +571,24 @@ def _video_parts(
     counted = f"{result.get('frames_sampled', len(timeline))} frames sampled"
     if result.get("frames_with_faces") is not None:
         counted += f", {result['frames_with_faces']} with faces"
+    over = "all sampled frames" if result.get("fallback") else "the frames with faces"
+    explained = f"{counted}; the video's score is the mean P(fake) over {over}."
     sections = [
-        f'<p class="muted">{_text(counted)}; the video\'s score is the mean P(fake) over the '
-        "frames with faces.</p>",
+        f'<p class="muted">{_text(explained)}</p>',
         _timeline_svg(timeline, threshold, set(driving)),
     ]
     if faces:
         sections.append(_faces_table(faces, None, threshold, f"Faces in frame {entry['frame']}"))
     if result.get("fallback"):
-        notes.append("No face in any sampled frame: whole frames were scored.")
+        no_face = "No face in any sampled frame: whole frames were scored."
+        notes.append(_fallback_note(result, no_face))
     return figure, sections, notes
+
+
+def _fallback_note(result: dict, no_face: str) -> str:
+    if result.get("face_stage") == "none":
+        return "Whole picture scored: this detector looks at whole images, not faces."
+    return no_face
 
 
 def _at_time(entry: dict) -> str:

@@ -125,4 +125,4 @@ class UnfreezeBackbone(L.Callback):
                     continue
                 for param in module.parameters(recurse=False):
                     param.requires_grad_(True)
-        pl_module.train()  # re-applies "frozen BatchNorm stays in inference mode"
+        pl_module.train()  # the detector's train() keeps still-frozen BatchNorm in inference mode

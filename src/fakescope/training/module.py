@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from fakescope import __version__
@@ -47,14 +46,10 @@ class DetectorModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.detector(images)
 
-    def train(self, mode: bool = True) -> "DetectorModule":
-        super().train(mode)
-        # Frozen BatchNorm layers keep their running statistics: inference mode even in training.
-        for module in self.detector.modules():
-            params = list(module.parameters(recurse=False))
-            if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
-                module.eval()
-        return self
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores per-module modes without calling train(); calling it here applies
+        # the detector's own rule (frozen BatchNorm keeps its running statistics).
+        self.detector.train()
 
     def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
