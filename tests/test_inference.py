@@ -199,3 +199,34 @@ def test_inputs_expand_files_folders_globs_and_stdin(tmp_path: Path):
     stdin = io.StringIO(f"{folder / 'a.png'}\n\n{folder / 'clip.mp4'}\n")
     from_stdin = list(expand_inputs(["-"], stdin))
     assert from_stdin == [ScanInput(folder / "a.png", "image"), ScanInput(folder / "clip.mp4", "video")]
+
+
+@pytest.mark.parametrize(
+    "name", ["lite0", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"]
+)
+def test_grad_cam_works_for_every_registered_detector(name: str):
+    import torch
+
+    from fakescope.inference.explain import gradcam_maps
+    from fakescope.models.registry import create_detector
+
+    torch.manual_seed(0)
+    model = create_detector(name, pretrained=False, card_overrides={"input_size": 96})
+    maps = gradcam_maps(model, model.card, torch.randn(2, 3, 96, 96))
+    assert maps.shape == (2, 96, 96)
+    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_a_decompression_bomb_is_listed_not_decoded(detector: Detector, tmp_path: Path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    result = detector.predict(bomb)
+    assert "error" in result and "pixels" in result["error"]
+    assert "bomb.png" in result["error"]

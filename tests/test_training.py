@@ -156,3 +156,13 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
     results = json.loads((runs[0] / "results.json").read_text())
     assert results["world_size"] == 2
     assert results["global_step"] > 0
+
+
+def test_bf16_channels_last_and_accumulation_train(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=5)
+    config = _config(data, tmp_path / "runs", epochs=1, precision="bf16-mixed", channels_last=True, accumulate_grad_batches=2)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"batch_size": 8})})
+    run = fit(config)
+    results = json.loads((run / "results.json").read_text())
+    assert results["global_step"] == 2  # 28 training images, batches of 8: 4 batches, 2 optimiser steps
+    assert results["final"]["val"]["n"] > 0

@@ -1,0 +1,5 @@
+import sys
+
+from fakescope.serve.app import main
+
+sys.exit(main())
