@@ -1,4 +1,8 @@
-"""Headless Chromium for tests: open a local HTML file, collect its console errors, screenshot it.
+"""Headless Chromium for tests: open a page, collect its console errors, screenshot it, drive it.
+
+`render_page` loads a local HTML file once; `open_browser` keeps a browser open so a test can
+open pages (`new_page`), pick files in an <input type=file>, click, run JavaScript and wait
+for the page to change.
 
 Chromium is driven through the DevTools protocol over `--remote-debugging-pipe`: JSON messages,
 each ending in a NUL byte, read from file descriptor 3 and written to 4. That needs only the
@@ -19,8 +23,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -64,9 +70,65 @@ def render_page(
     html: Path, *, chromium: str, width: int = 1200, height: int = 900, timeout_s: float = 30.0
 ) -> RenderedPage:
     """Load `html` in a fresh headless Chromium: its console errors and a PNG of the viewport."""
+    with open_browser(chromium, timeout_s) as browser:
+        page = browser.new_page(Path(html).resolve().as_uri(), width, height)
+        shot = page.screenshot()
+        return RenderedPage(page.console_errors(), shot)
+
+
+@contextmanager
+def open_browser(chromium: str, timeout_s: float = 60.0) -> Iterator[_DevToolsPipe]:
+    """A fresh headless Chromium with its own profile, closed on exit; `timeout_s` bounds it all."""
     with tempfile.TemporaryDirectory(prefix="fakescope-chromium-") as profile:
         with _DevToolsPipe(chromium, Path(profile), timeout_s) as devtools:
-            return devtools.render(Path(html).resolve().as_uri(), width, height)
+            yield devtools
+
+
+class Page:
+    """One tab: run JavaScript, wait for a condition, pick files, take screenshots."""
+
+    def __init__(self, devtools: _DevToolsPipe, session: str):
+        self._devtools = devtools
+        self.session = session
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression (promises are awaited); page errors raise."""
+        params = {"expression": expression, "awaitPromise": True, "returnByValue": True}
+        reply = self._devtools.call("Runtime.evaluate", params, session=self.session)
+        if "exceptionDetails" in reply:
+            raise BrowserError(f"{expression!r} threw: {reply['exceptionDetails'].get('exception', {}).get('description')}")
+        return reply["result"].get("value")
+
+    def wait_for(self, expression: str, timeout_s: float = 30.0, poll_s: float = 0.1) -> Any:
+        """Evaluate `expression` until it is truthy; its value."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise BrowserError(f"waited {timeout_s} s for {expression!r}")
+            time.sleep(poll_s)
+
+    def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Pick `paths` in the <input type=file> at `selector`, as a user would (fires `change`)."""
+        root = self._devtools.call("DOM.getDocument", session=self.session)["root"]["nodeId"]
+        found = self._devtools.call("DOM.querySelector", {"nodeId": root, "selector": selector}, session=self.session)
+        if not found.get("nodeId"):
+            raise BrowserError(f"no element matches {selector!r}")
+        files = [str(Path(p).resolve()) for p in paths]
+        self._devtools.call("DOM.setFileInputFiles", {"nodeId": found["nodeId"], "files": files}, session=self.session)
+
+    def screenshot(self) -> bytes:
+        """A PNG of the viewport, after layout and paint have caught up."""
+        settle = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        self._devtools.call("Runtime.evaluate", {"expression": settle, "awaitPromise": True}, session=self.session)
+        shot = self._devtools.call("Page.captureScreenshot", {"format": "png"}, session=self.session)
+        return base64.b64decode(shot["data"])
+
+    def console_errors(self) -> list[str]:
+        errors = (_describe_error(e) for e in self._devtools.events if e.get("sessionId") == self.session)
+        return [e for e in errors if e is not None]
 
 
 def _fd_at_least(fd: int, lowest: int) -> int:
@@ -116,22 +178,18 @@ class _DevToolsPipe:
         os.close(self._reply_read)
         self._stderr.close()
 
-    def render(self, url: str, width: int, height: int) -> RenderedPage:
+    def new_page(self, url: str, width: int = 1200, height: int = 900, *, mobile: bool = False) -> Page:
+        """A new tab of `width` x `height` CSS px (a phone's viewport when `mobile`), loaded."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
         session = attached["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.call(f"{domain}.enable", session=session)
-        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
         self.call("Emulation.setDeviceMetricsOverride", metrics, session=session)
         self.call("Page.navigate", {"url": url}, session=session)
         self._wait_for_event("Page.loadEventFired", session)
-        # Two animation frames after load: layout and paint have happened.
-        settle = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
-        self.call("Runtime.evaluate", {"expression": settle, "awaitPromise": True}, session=session)
-        shot = self.call("Page.captureScreenshot", {"format": "png"}, session=session)
-        errors = [_describe_error(e) for e in self.events if e.get("sessionId") == session]
-        return RenderedPage([e for e in errors if e is not None], base64.b64decode(shot["data"]))
+        return Page(self, session)
 
     def call(self, method: str, params: dict | None = None, *, session: str | None = None) -> dict:
         message_id = self._send(method, params, session)

@@ -17,6 +17,7 @@ from torch import nn
 
 from fakescope.data.augment import build_transform
 from fakescope.faces import FaceDetection, FaceDetector, crop_face
+from fakescope.inference.backends import Backend, TorchBackend
 from fakescope.inference.explain import explain_crops, overlay_png_data_uri
 from fakescope.io.images import DEFAULT_MAX_PIXELS, decode_image
 from fakescope.io.video import read_video_frames
@@ -24,6 +25,10 @@ from fakescope.models.card import DetectorCard
 from fakescope.models.scoring import fake_probability
 
 WHOLE_IMAGE = "whole-image"
+
+
+class TorchModelRequiredError(RuntimeError):
+    """Grad-CAM needs the PyTorch model, and this detector holds an exported (ONNX) model only."""
 
 
 @dataclass
@@ -43,16 +48,21 @@ class Detector:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | None,
         card: DetectorCard,
         *,
+        backend: Backend | None = None,
         source: str = "",
         use_faces: bool | None = None,
         face_detector: FaceDetector | None = None,
         threshold: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
-        self.model = model.eval()
+        if model is None and backend is None:
+            raise ValueError("a Detector needs a PyTorch model, a backend, or both")
+        self._model = model.eval() if model is not None else None
+        # The backend runs every forward; the torch model, when present, also serves Grad-CAM.
+        self.backend = backend if backend is not None else TorchBackend(model)
         self.card = card
         self.source = source
         self.use_faces = card.face_crop == "mtcnn" if use_faces is None else use_faces
@@ -61,7 +71,17 @@ class Detector:
         self.threshold_source = card.threshold_source if threshold is None else "override"
         self.max_pixels = max_pixels
         self.transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
-        self._device = next(model.parameters()).device
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (for Grad-CAM); an ONNX-only detector has none."""
+        if self._model is None:
+            raise TorchModelRequiredError(
+                f"{self.source or 'this detector'}: explanations (Grad-CAM) need the PyTorch model, "
+                "and this detector runs an exported ONNX model only; load its .ckpt or .safetensors "
+                "checkpoint to explain"
+            )
+        return self._model
 
     @property
     def face_detector(self) -> FaceDetector:
@@ -87,8 +107,8 @@ class Detector:
         scores = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
-            logits = self.model(batch.to(self._device))
-            scores.append(fake_probability(logits, self.card).cpu().numpy())
+            logits = torch.from_numpy(self.backend.logits(batch))
+            scores.append(fake_probability(logits, self.card).numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
     # -- the face stage ----------------------------------------------------------------------

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from fakescope.checkpoint import load_checkpoint
+from fakescope.checkpoint import CheckpointError, load_checkpoint
+from fakescope.inference.backends import OnnxBackend
 from fakescope.inference.detector import Detector
+from fakescope.models.card import DetectorCard
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -21,11 +25,31 @@ def resolve(name_or_path: str | Path) -> Path:
         return DEFAULT_WEIGHTS
     path = Path(name_or_path)
     if not path.is_file():
-        raise FileNotFoundError(f"detector not found: {path} (give 'default' or a .ckpt / .safetensors file)")
+        raise FileNotFoundError(
+            f"detector not found: {path} (give 'default' or a .ckpt / .safetensors / .onnx file)"
+        )
     return path
 
 
-def load_detector(name_or_path: str | Path = "default", **options) -> Detector:
+def load_detector(
+    name_or_path: str | Path = "default", backend: Literal["auto", "torch", "onnx"] = "auto", **options
+) -> Detector:
+    """backend "auto": ONNX Runtime for an exported `.onnx` model, PyTorch for a checkpoint."""
+    from fakescope.export.onnx import read_onnx_metadata
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = resolve(name_or_path)
+    if path.suffix == ".onnx":
+        if backend == "torch":
+            raise CheckpointError(f"{path}: an ONNX model runs on the onnx backend only; give its checkpoint for torch")
+        metadata = read_onnx_metadata(path)
+        try:
+            card = DetectorCard.model_validate(metadata["card"])
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise CheckpointError(f"{path}: bad detector card in its metadata ({error})") from error
+        return Detector(None, card, backend=OnnxBackend(path), source=str(path), **options)
+    if backend == "onnx":
+        raise CheckpointError(f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first")
     model, card = load_checkpoint(path)
     return Detector(model, card, source=str(path), **options)

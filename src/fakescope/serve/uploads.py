@@ -165,4 +165,4 @@ def _checked(uploads: list[Upload]) -> list[Upload]:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / MB:g} MB"
+    return f"{size / MB:.4g} MB"

@@ -1,0 +1,164 @@
+"""ONNX export, INT8 quantisation, parity report, and loading exported detectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import fakescope
+from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from fakescope.export.onnx import METADATA_KEY, ExportError, export_command, export_onnx, read_onnx_metadata
+from fakescope.inference.backends import OnnxBackend, TorchBackend
+from fakescope.inference.detector import TorchModelRequiredError
+from fakescope.models.registry import create_detector, list_detectors
+
+SMALL_SIZE = 64  # the multibranch frequency branch needs a multiple of 64 (8x8 DCT, then 8x8 pool)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, toy_data: Path, tmp_path_factory) -> dict:
+    """fp32 + INT8 export of the trained toy run, with AUC on its own test split."""
+    out_dir = tmp_path_factory.mktemp("export")
+    return export_command(
+        checkpoint, int8=True, out_dir=out_dir, labelled_dir=toy_data, eval_split="test", calibration_crops=32
+    )
+
+
+def batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def test_export_writes_models_metadata_and_report(exported: dict):
+    files = {name: Path(path) for name, path in exported["files"].items()}
+    assert set(files) == {"onnx", "onnx_int8", "parity"}
+    for name in ("onnx", "onnx_int8"):
+        assert files[name].is_file() and files[name].with_suffix(".json").is_file()
+    assert json.loads(files["parity"].read_text())["files"]["onnx"] == str(files["onnx"])
+    graph = onnx.load(str(files["onnx"])).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert onnx.load(str(files["onnx"])).opset_import[0].version >= 17
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_onnx_logits_match_torch_at_any_batch_size(exported: dict, checkpoint: Path, n: int):
+    model, card = load_checkpoint(checkpoint)
+    inputs = batch(n, card.input_size)
+    reference = TorchBackend(model, precision="fp32", channels_last=False).logits(inputs)
+    onnx_logits = OnnxBackend(exported["files"]["onnx"]).logits(inputs)
+    assert onnx_logits.shape == reference.shape == (n, 1)
+    assert np.abs(onnx_logits - reference).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in list_detectors()])
+def test_every_registered_detector_exports(name: str, tmp_path: Path):
+    model = create_detector(name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}).eval()
+    metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
+    path = export_onnx(model, metadata, tmp_path / f"{name}.onnx")
+    backend = OnnxBackend(path)
+    for n in (1, 5):
+        inputs = batch(n, SMALL_SIZE, seed=n)
+        with torch.no_grad():
+            reference = model(torch.from_numpy(inputs)).numpy()
+        assert np.abs(backend.logits(inputs) - reference).max() < 1e-4
+
+
+def test_int8_stays_close_to_fp32(exported: dict):
+    held_out = exported["inputs"]
+    assert held_out["n"] == 32 and "toy" in held_out["source"]
+    assert held_out["onnx"]["max_abs_diff_p_fake"] < 1e-4
+    assert held_out["onnx_int8"]["max_abs_diff_p_fake"] < 0.1  # loose: toy faces, 128 px
+    labelled = exported["labelled"]
+    assert labelled["n"] == 30 and labelled["split_source"].endswith("split_manifest.json")
+    assert labelled["auc"]["torch_fp32"] > 0.9
+    assert abs(labelled["auc_change"]["onnx_int8"]) <= 0.02
+    assert abs(labelled["auc_change"]["onnx"]) < 1e-6
+    assert exported["calibration"]["crops"] == 32
+
+
+def test_int8_graph_is_quantised(exported: dict):
+    ops = {node.op_type for node in onnx.load(exported["files"]["onnx_int8"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_metadata_round_trip(exported: dict, checkpoint: Path, tmp_path: Path):
+    original = read_metadata(checkpoint)
+    for name, precision in (("onnx", "fp32"), ("onnx_int8", "int8")):
+        metadata = read_onnx_metadata(exported["files"][name])
+        assert metadata["precision"] == precision
+        assert {k: metadata[k] for k in original} == original
+        assert metadata == json.loads(Path(exported["files"][name]).with_suffix(".json").read_text())
+    # Without metadata_props the file beside the model is read; without both, a clear error.
+    proto = onnx.load(exported["files"]["onnx"])
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(CheckpointError, match="bare.onnx: no fakescope metadata"):
+        read_onnx_metadata(bare)
+    bare.with_suffix(".json").write_text(json.dumps(original))
+    assert read_onnx_metadata(bare) == original
+    assert METADATA_KEY == "fakescope"
+
+
+def test_loaded_onnx_detector_gives_the_checkpoint_verdict(exported: dict, checkpoint: Path, toy_data: Path):
+    onnx_detector = fakescope.load(exported["files"]["onnx"])
+    torch_detector = fakescope.load(str(checkpoint))
+    assert onnx_detector.backend.name == "onnxruntime" and torch_detector.backend.name.startswith("torch")
+    images = sorted((toy_data / "real").iterdir())[:3] + sorted((toy_data / "fake").iterdir())[:3]
+    for a, b in zip(onnx_detector.predict_batch(images), torch_detector.predict_batch(images)):
+        assert a["prediction"] == b["prediction"]
+        # The torch backend may run bf16 autocast on this CPU: close, not equal.
+        assert a["probabilities"]["fake"] == pytest.approx(b["probabilities"]["fake"], abs=0.03)
+    assert onnx_detector.card == torch_detector.card
+
+
+def test_explaining_with_an_onnx_detector_is_a_clear_error(exported: dict, toy_data: Path):
+    detector = fakescope.load(exported["files"]["onnx"])
+    image = next((toy_data / "fake").iterdir())
+    with pytest.raises(TorchModelRequiredError, match="need the PyTorch model.*ONNX"):
+        detector.predict(image, explain=True)
+
+
+def test_backend_that_does_not_fit_the_file_is_a_clear_error(exported: dict, checkpoint: Path):
+    with pytest.raises(CheckpointError, match="onnx backend only"):
+        fakescope.load(exported["files"]["onnx"], backend="torch")
+    with pytest.raises(CheckpointError, match="fakescope export"):
+        fakescope.load(str(checkpoint), backend="onnx")
+    with pytest.raises(ValueError, match="unknown backend"):
+        fakescope.load(str(checkpoint), backend="tensorrt")
+
+
+def test_unknown_format_is_an_export_error(checkpoint: Path, tmp_path: Path):
+    with pytest.raises(ExportError, match="unknown export format 'tflite'"):
+        export_command(checkpoint, fmt="tflite", out_dir=tmp_path)
+
+
+def test_unsupported_operator_is_an_export_error(tmp_path: Path):
+    # ONNX's pooling has no output size that does not divide the input (5 into 8).
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(5), nn.Flatten(), nn.Linear(100, 1))
+    metadata = {"detector": "odd-pool", "options": {}, "card": {"input_size": 10}}
+    with pytest.raises(ExportError, match="odd.onnx: cannot export detector 'odd-pool'"):
+        export_onnx(model, metadata, tmp_path / "odd.onnx")
+
+
+def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_data: Path, tmp_path: Path):
+    from fakescope.export.quantize import crop_sets
+
+    _, card = load_checkpoint(checkpoint)
+    sets = crop_sets(card, toy_data / "real", count=4)
+    assert sets.calibration.shape == sets.held_out.shape == (4, 3, card.input_size, card.input_size)
+    assert not np.allclose(sets.calibration, sets.held_out)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.jpg").write_bytes(next((toy_data / "real").iterdir()).read_bytes())
+    with pytest.raises(ExportError, match="at least two readable images"):
+        crop_sets(card, tmp_path / "one", count=4)
