@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -59,16 +60,23 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item | None:
         sample = self.samples[index]
-        try:
-            image = decode_image(sample.path, self.max_pixels)
-        except ImageDecodeError as exc:
-            if exc.source not in self._warned:
-                self._warned.add(exc.source)
-                logger.warning("skipping a broken image during loading: %s", exc)
+        image = decode_or_warn(sample.path, self.max_pixels, self._warned)
+        if image is None:
             return None
         if self.sharpen_blurry and laplacian_variance(image) < self.blur_threshold:
             image = sharpen(image)
         return self.transform(image), sample.label
+
+
+def decode_or_warn(path: Path, max_pixels: int, warned: set[str]) -> np.ndarray | None:
+    """The image, or None for a file that broke after validation (warned about once)."""
+    try:
+        return decode_image(path, max_pixels)
+    except ImageDecodeError as exc:
+        if exc.source not in warned:
+            warned.add(exc.source)
+            logger.warning("skipping a broken image during loading: %s", exc)
+        return None
 
 
 def collate_skip_broken(batch: list[Item | None]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -39,6 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset, Sampler
 
+from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataError, Sample, find_images
 from fakescope.faces import FaceDetector
 from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
@@ -606,12 +607,8 @@ class SelfBlendedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
-        try:
-            image = decode_image(sample.path, self.max_pixels)
-        except ImageDecodeError as exc:
-            if exc.source not in self._warned:
-                self._warned.add(exc.source)
-                logger.warning("skipping a broken image during loading: %s", exc)
+        image = decode_or_warn(sample.path, self.max_pixels, self._warned)
+        if image is None:
             return None
         if not self.is_fake(index, epoch):
             return self.transform(image), 0

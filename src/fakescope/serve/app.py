@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ApiKeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        return 130
     return 0
 
 

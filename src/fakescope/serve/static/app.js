@@ -46,23 +46,26 @@ async function detect(file, explain) {
   return payload.results[0];
 }
 
-function explainError(error) {
+function explainError(error, fileName) {
+  // The server names the file first; the card already shows the name.
+  const prefix = fileName + ": ";
+  const detail = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
   switch (error.status) {
     case 401:
       keySettings.open = true;
       return "This server needs an API key: enter it under \u201cAPI key\u201d and try again.";
     case 413:
-      return "This file is too large for the server: " + error.message;
+      return "This file is too large for the server: " + detail + ".";
     case 415:
-      return "This is not an image or a video that fakescope can read. (" + error.message + ")";
+      return "fakescope cannot read this file: it is " + detail + ".";
     case 422:
-      return "This file could not be read; it may be damaged or cut short. (" + error.message + ")";
+      return "This file could not be read; it may be damaged or cut short (" + detail + ").";
     case 503:
       return "The server is busy; try again in a moment.";
     case 504:
       return "The server took too long with this file; try a smaller one.";
     default:
-      return "Something went wrong: " + error.message;
+      return "Something went wrong: " + detail;
   }
 }
 
@@ -179,7 +182,7 @@ async function showHeatmaps(card, file, button) {
     button.hidden = true;
   } catch (error) {
     holder.replaceChildren(Object.assign(document.createElement("p"), {
-      className: "error", textContent: explainError(error),
+      className: "error", textContent: explainError(error, file.name),
     }));
     button.disabled = false;
     button.textContent = "Show heat map";
@@ -201,7 +204,7 @@ async function check(file) {
     card.classList.add("is-error");
     card.dataset.verdict = "error";
     const verdict = card.querySelector(".verdict");
-    verdict.textContent = explainError(error);
+    verdict.textContent = explainError(error, file.name);
     verdict.setAttribute("role", "alert");
     card.querySelector(".bar").hidden = true;
     return false;
