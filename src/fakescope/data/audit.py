@@ -32,8 +32,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import fft, stats
 
-# Kept private until discovery.py owns the folder layouts.
-_IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+from fakescope.data.discovery import find_images
+from fakescope.io.images import IMAGE_EXTENSIONS
+
+# The audit reads a data set as a whole (flat) or by its own splits: no seeded split here.
 _CLASS_DIRS = {"real": 0, "fake": 1}
 _SPLIT_DIRS = ("train", "val", "test")
 _CLASS_NAMES = {0: "real", 1: "fake"}
@@ -144,19 +146,13 @@ def _subdirs_by_lower_name(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS
-    )
-
-
 def _class_files(folder: Path, split: str | None) -> list[tuple[Path, int, str | None]]:
     dirs = _subdirs_by_lower_name(folder)
     return [
         (path, label, split)
         for name, label in _CLASS_DIRS.items()
         for class_dir in dirs.get(name, [])
-        for path in _images_under(class_dir)
+        for path in find_images(class_dir)
     ]
 
 
@@ -180,7 +176,7 @@ def _labelled_files(root: Path) -> list[tuple[Path, int, str | None]]:
     else:
         raise AuditError(root, "expected real/ and fake/ folders, or train|val|test/{real,fake}")
     if not files:
-        raise AuditError(root, f"no images ({', '.join(sorted(_IMAGE_EXTENSIONS))}) found")
+        raise AuditError(root, f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found")
     return files
 
 
