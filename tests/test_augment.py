@@ -105,3 +105,20 @@ def test_transform_pickles_and_workers_draw_different_augmentations() -> None:
     first_worker, second_worker = list(loader)
     # Without re-seeding, forked workers would repeat the same random draws.
     assert not torch.equal(first_worker, second_worker)
+
+
+def test_equalized_history_changes_only_training_images():
+    import albumentations as A
+    import numpy as np
+
+    from fakescope.data.augment import build_transform
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    train = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=True, seed=0, equalize_history=True)
+    steps = [type(t) for t in train.pipeline.transforms]
+    assert steps[:2] == [A.RandomScale, A.ImageCompression]
+    assert train(image).shape == (3, 32, 32)
+    plain = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=True, seed=0)
+    evaluation = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False, equalize_history=True)
+    assert not (train(image) == plain(image)).all()
+    assert (evaluation(image) == build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False)(image)).all()

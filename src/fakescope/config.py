@@ -31,6 +31,9 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_seed: int = 42
     augmentation: str = "light"
+    # Re-scale and re-encode every training image (both classes alike) before augmenting:
+    # the cure for data sets whose classes were saved differently (see `fakescope audit`).
+    equalize_history: bool = False
     sharpen_blurry: bool = False
     blur_threshold: float = 100.0
     balance: Literal["none", "undersample", "weighted-sampler", "class-weights"] = "none"

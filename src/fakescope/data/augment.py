@@ -60,8 +60,12 @@ def build_transform(
     std: Sequence[float],
     train: bool,
     seed: int | None = None,
+    equalize_history: bool = False,
 ) -> Callable[[np.ndarray], torch.Tensor]:
     """The transform for `preset`; `train=False` gives the deterministic evaluation transform.
+
+    equalize_history: (training only) give every image, real or fake, a new file history
+        first, so that how a class was saved cannot be learnt in place of the face.
 
     seed: seeds the augmentations in the main process; None takes torch's seed, so a run
         seeded with `torch.manual_seed` / Lightning's `seed_everything` repeats itself.
@@ -77,10 +81,21 @@ def build_transform(
         steps = [_resize(input_size)]
     else:
         steps = _TRAIN_PRESETS[preset](input_size)
+    if train and equalize_history:
+        steps = [*_equalize_history(), *steps]
     finish = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     if seed is None:
         seed = torch.initial_seed() % 2**32
     return AugmentTransform(A.Compose([*steps, *finish], seed=seed))
+
+
+def _equalize_history() -> list:
+    # A random rescale moves any 8x8 JPEG block grid off its blocks; a JPEG encode at a random
+    # quality then replaces the quantisation tables the file came with.
+    return [
+        A.RandomScale(scale_limit=(-0.4, 0.1), interpolation=cv2.INTER_AREA, p=1.0),
+        A.ImageCompression(quality_range=(60, 98), p=1.0),
+    ]
 
 
 def _resize(size: int) -> A.Resize:

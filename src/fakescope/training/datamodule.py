@@ -58,7 +58,9 @@ class FolderDataModule(L.LightningDataModule):
     def _dataset(self, samples: list[Sample], train: bool) -> ImageDataset:
         card = self.card
         preset = self.config.augmentation if train else "none"
-        transform = build_transform(preset, card.input_size, card.mean, card.std, train=train)
+        transform = build_transform(
+            preset, card.input_size, card.mean, card.std, train=train, equalize_history=self.config.equalize_history
+        )
         return ImageDataset(
             samples,
             transform,

@@ -1,0 +1,149 @@
+"""Model-only inference throughput on this CPU: eager PyTorch, bf16 PyTorch, ONNX Runtime fp32 and INT8.
+
+    python benchmarks/model_throughput.py --detector lite0 --batches 1 16 64 --out model.json
+
+The detector is built at its card's input size with ImageNet backbone weights and an untrained
+head (costs are those of a trained one); the INT8 model is calibrated on generated toy faces.
+Variants alternate within each round so every ratio is measured under the same machine load.
+FLOPs are counted with torch.utils.flop_counter (a multiply-add counts 2). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fakescope.export.onnx import export_onnx
+from fakescope.export.quantize import crop_sets, quantize_int8
+from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend, cpu_has_bf16, physical_cores
+from fakescope.models.registry import create_detector
+from fakescope.utils import atomic_write_json
+
+# fp32 FLOPs per cycle per core with two 256-bit FMA pipes (Zen 4 runs AVX-512 as 2 x 256 bit):
+# 2 pipes x 8 lanes x 2 (multiply + add). An estimate of the ceiling, not a measured one.
+FP32_FLOPS_PER_CYCLE = 32
+
+
+def flops_per_image(model: torch.nn.Module, size: int) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def cpu_mhz() -> float | None:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            return next(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def images_per_s(backend: Backend, batch: np.ndarray, min_seconds: float) -> float:
+    """Forwards of `batch` repeated for at least `min_seconds` (at least once)."""
+    count, started = 0, time.perf_counter()
+    while True:
+        backend.logits(batch)
+        count += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return count * len(batch) / elapsed
+
+
+def build_variants(detector: str, pretrained: bool, folder: Path, calibration_crops: int) -> tuple[dict[str, Backend], torch.nn.Module]:
+    model = create_detector(detector, pretrained=pretrained).eval()
+    metadata = {"detector": detector, "options": {}, "card": model.card.model_dump(mode="json")}
+    fp32_path = export_onnx(copy.deepcopy(model), metadata, folder / "model.onnx")
+    calibration = crop_sets(model.card, None, count=calibration_crops).calibration
+    int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, metadata)
+    variants: dict[str, Backend] = {
+        "torch_eager_fp32": TorchBackend(copy.deepcopy(model), precision="fp32", channels_last=False),
+        "torch_channels_last_bf16": TorchBackend(copy.deepcopy(model), precision="bf16", channels_last=True),
+        "ort_fp32": OnnxBackend(fp32_path),
+        "ort_int8": OnnxBackend(int8_path),
+    }
+    return variants, model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detector", default="lite0")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="per variant, batch size and round")
+    parser.add_argument("--calibration-crops", type=int, default=32)
+    parser.add_argument("--no-pretrained", action="store_true", help="random backbone (detectors without offline weights)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="fakescope-bench-") as folder:
+        variants, model = build_variants(args.detector, not args.no_pretrained, Path(folder), args.calibration_crops)
+        size = model.card.input_size
+        flops = flops_per_image(model, size)
+        rng = np.random.default_rng(0)
+        rates: dict[int, dict[str, list[float]]] = {}
+        for batch_size in args.batches:
+            batch = rng.standard_normal((batch_size, 3, size, size)).astype(np.float32)
+            for backend in variants.values():  # warm-up: allocator, kernel choice, ORT arenas
+                backend.logits(batch)
+            rates[batch_size] = {name: [] for name in variants}
+            for _ in range(args.rounds):
+                for name, backend in variants.items():
+                    rates[batch_size][name].append(images_per_s(backend, batch, args.min_seconds))
+    medians = {b: {name: statistics.median(v) for name, v in per.items()} for b, per in rates.items()}
+    mhz = cpu_mhz()
+    cores = physical_cores()
+    peak = cores * mhz * FP32_FLOPS_PER_CYCLE / 1000 if mhz else None
+    table = {
+        str(b): {
+            name: {
+                "images_per_s": round(rate, 2),
+                "ms_per_image": round(1000 / rate, 2),
+                "gflop_per_s": round(rate * flops / 1e9, 2),
+                "share_of_fp32_peak": round(rate * flops / 1e9 / peak, 4) if peak else None,
+            }
+            for name, rate in per.items()
+        }
+        for b, per in medians.items()
+    }
+    result = {
+        "benchmark": "model_throughput",
+        "detector": args.detector,
+        "input_size": size,
+        "pretrained_backbone": not args.no_pretrained,
+        "gflop_per_image": round(flops / 1e9, 4),
+        "cpu": platform.processor() or platform.machine(),
+        "physical_cores": cores,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_has_bf16": cpu_has_bf16(),
+        "cpu_mhz": mhz,
+        "fp32_peak_gflop_per_s_estimate": round(peak, 1) if peak else None,
+        "peak_assumption": f"{cores} cores x cpu MHz x {FP32_FLOPS_PER_CYCLE} fp32 FLOP/cycle",
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "torch": torch.__version__,
+        "results": table,
+        "images_per_s_per_round": {str(b): {k: [round(x, 2) for x in v] for k, v in per.items()} for b, per in rates.items()},
+    }
+    if 16 in medians:
+        per = medians[16]
+        result["ratios_at_batch_16"] = {
+            name: round(rate / per["torch_eager_fp32"], 2) for name, rate in per.items() if name != "torch_eager_fp32"
+        }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        atomic_write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
