@@ -90,7 +90,7 @@ def metric(text: str, name: str) -> float:
 
 
 def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "fakescope.serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "fakescope", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while True:

@@ -1,4 +1,4 @@
-"""A real `python -m fakescope.serve` on 127.0.0.1, its page driven in headless Chromium."""
+"""A real `fakescope serve` on 127.0.0.1, its page driven in headless Chromium."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def server(tmp_path_factory):
     port = _free_port()
     log = (folder / "server.log").open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "fakescope.serve", "--model", str(checkpoint), "--port", str(port)],
+        [sys.executable, "-m", "fakescope", "serve", "--model", str(checkpoint), "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

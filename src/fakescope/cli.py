@@ -320,6 +320,37 @@ def explain(
     console.print(f"{result['prediction']}  P(fake) {result['probabilities']['fake']:.3f}  overlay: {out}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Option("default", "--model", "-m", help="'default' or a checkpoint (.ckpt / .safetensors)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="First line is the key (else $FAKESCOPE_API_KEY)."),
+    keep_uploads: Optional[Path] = typer.Option(None, "--keep-uploads", help="Write every upload here (default: memory only)."),
+    max_image_mb: float = typer.Option(20, "--max-image-mb", min=0.001),
+    max_video_mb: float = typer.Option(200, "--max-video-mb", min=0.001),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1),
+    max_queue: int = typer.Option(32, "--max-queue", min=1, help="Requests in progress before 503."),
+    timeout: float = typer.Option(60, "--timeout", min=0.1, help="Seconds per request before 504."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow this origin (repeatable); CORS is off without it."),
+    no_faces: bool = typer.Option(False, "--no-faces", help="Score whole images."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0),
+) -> None:
+    """Serve the HTTP API and the web page at http://HOST:PORT/."""
+    from fakescope.checkpoint import CheckpointError
+    from fakescope.serve.app import serve as run_server
+    from fakescope.serve.settings import ApiKeyError
+
+    try:
+        run_server(
+            model, host, port, api_key_file=api_key_file, keep_uploads=keep_uploads, max_image_mb=max_image_mb,
+            max_video_mb=max_video_mb, max_pixels=max_pixels, max_queue=max_queue, timeout_s=timeout,
+            cors_origins=tuple(cors_origin), no_faces=no_faces, threshold=threshold,
+        )
+    except (FileNotFoundError, CheckpointError, ApiKeyError, ValueError) as error:
+        fail(str(error))
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 

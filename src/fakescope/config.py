@@ -17,9 +17,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceConfig(_Strict):
+    """One data set among several trained on together; each is split on its own."""
+
+    root: Path
+    # A CSV pairing each fake with the real it was made from (columns naming the two files):
+    # a pair is never divided between splits, so scenes cannot leak from train to test.
+    pairs_csv: Path | None = None
+
+
 class DataConfig(_Strict):
-    # Either `root` (a discovered layout) or explicit per-class, per-split directories.
+    # One of: `root` (a discovered layout), `sources` (several such roots, each split on its
+    # own and then pooled), or explicit per-class, per-split directories.
     root: Path | None = None
+    sources: list[SourceConfig] = Field(default_factory=list)
     real_train_dir: Path | None = None
     fake_train_dir: Path | None = None
     real_val_dir: Path | None = None
@@ -48,8 +59,9 @@ class DataConfig(_Strict):
         explicit = any(
             getattr(self, f"{c}_{s}_dir") for c in ("real", "fake") for s in ("train", "val", "test")
         )
-        if self.root is None and not explicit:
-            raise ValueError("data needs `root` or real_/fake_ train/val/test dirs")
+        given = sum([self.root is not None, bool(self.sources), explicit])
+        if given != 1:
+            raise ValueError("data needs exactly one of `root`, `sources`, or real_/fake_ train/val/test dirs")
         return self
 
 

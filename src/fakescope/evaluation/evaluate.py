@@ -33,11 +33,12 @@ def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
 
     Evaluating a flat folder with the run's own split keeps its training images out of the test.
     """
-    manifest = checkpoint.resolve().parent.parent / "split_manifest.json"
-    if not manifest.is_file():
-        return None
-    root = json.loads(manifest.read_text()).get("root")
-    return manifest if root and Path(root).resolve() == data_dir.resolve() else None
+    run_dir = checkpoint.resolve().parent.parent
+    for manifest in sorted(run_dir.glob("split_manifest*.json")):
+        root = json.loads(manifest.read_text()).get("root")
+        if root and Path(root).resolve() == data_dir.resolve():
+            return manifest
+    return None
 
 
 def select_split(splits: DataSplits, split: str) -> list[Sample]:

@@ -7,7 +7,6 @@ uvicorn; `python -m fakescope.serve --model CKPT` does the same from a shell.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -30,7 +29,7 @@ from fakescope import __version__
 from fakescope.inference.detector import Detector
 from fakescope.serve.detection import DetectionService
 from fakescope.serve.metrics import Metrics
-from fakescope.serve.settings import API_KEY_ENV, MB, ServeSettings, resolve_api_key
+from fakescope.serve.settings import MB, ServeSettings, resolve_api_key
 from fakescope.serve.uploads import UploadRejected, read_uploads
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -300,44 +299,3 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
     uvicorn.run(create_app(detector, settings), host=host, port=port, access_log=False, log_level="info")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fakescope.serve`: the same options as `fakescope serve`."""
-    from fakescope.checkpoint import CheckpointError
-    from fakescope.serve.settings import ApiKeyError
-
-    parser = argparse.ArgumentParser(prog="python -m fakescope.serve", description=serve.__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' or a checkpoint (.ckpt / .safetensors)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key-file", type=Path, help=f"first line is the key (else ${API_KEY_ENV})")
-    parser.add_argument("--keep-uploads", type=Path, help="write every upload to this folder")
-    parser.add_argument("--max-image-mb", type=float, default=20)
-    parser.add_argument("--max-video-mb", type=float, default=200)
-    parser.add_argument("--max-pixels", type=int)
-    parser.add_argument("--max-queue", type=int, default=32, help="requests in progress before 503")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds per request before 504")
-    parser.add_argument("--cors-origin", action="append", default=[], help="allow this origin (repeatable)")
-    parser.add_argument("--no-faces", action="store_true", help="score whole images")
-    parser.add_argument("--threshold", type=float)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        serve(
-            args.model, args.host, args.port,
-            api_key_file=args.api_key_file, keep_uploads=args.keep_uploads,
-            max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_pixels=args.max_pixels,
-            max_queue=args.max_queue, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin),
-            no_faces=args.no_faces, threshold=args.threshold,
-        )
-    except (FileNotFoundError, CheckpointError, ApiKeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -99,3 +99,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_samples, train=False)
+
+    def eval_dataloader(self, samples: list[Sample]) -> DataLoader:
+        """Any samples through the evaluation transform (e.g. one source's test split)."""
+        return self._loader(samples, train=False)

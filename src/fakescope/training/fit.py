@@ -21,7 +21,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from fakescope.checkpoint import load_checkpoint
 from fakescope.config import TrainConfig, config_to_yaml
-from fakescope.data.discovery import DataError, DataSplits, discover
+from fakescope.data.discovery import DataError, DataSplits
+from fakescope.data.sources import discover_sources
 from fakescope.evaluation.evaluate import fake_probabilities
 from fakescope.evaluation.predict import predict_loader
 from fakescope.evaluation.report import evaluate_scores
@@ -148,9 +149,11 @@ def fit(config: TrainConfig, resume: Path | None = None) -> Path:
     is_launcher = os.environ.get("LOCAL_RANK", "0") == "0"
     L.seed_everything(config.trainer.seed, workers=True)
 
-    splits = discover(config.data, manifest_path=run_dir / "split_manifest.json")
+    splits, by_source = discover_sources(config.data, run_dir)
     check_trainable(splits)
     summary = data_summary(splits)
+    if by_source:
+        summary["sources"] = {name: data_summary(s) for name, s in by_source.items()}
     if is_launcher:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
@@ -177,7 +180,8 @@ def fit(config: TrainConfig, resume: Path | None = None) -> Path:
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return run_dir
-    results = final_results(run_dir, datamodule, checkpoint, history, trainer, train_seconds, summary)
+    eval_sets = {"val": splits.val, "test": splits.test, **{f"test_{n}": s.test for n, s in by_source.items()}}
+    results = final_results(run_dir, datamodule, eval_sets, checkpoint, history, trainer, train_seconds, summary)
     atomic_write_json(run_dir / "results.json", results)
     return run_dir
 
@@ -185,6 +189,7 @@ def fit(config: TrainConfig, resume: Path | None = None) -> Path:
 def final_results(
     run_dir: Path,
     datamodule: FolderDataModule,
+    eval_sets: dict[str, list],
     checkpoint: ModelCheckpoint,
     history: EpochHistory,
     trainer: L.Trainer,
@@ -194,10 +199,10 @@ def final_results(
     best_path = Path(checkpoint.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     detector, card = load_checkpoint(best_path)
     splits = {}
-    for name, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
-        if not len(loader.dataset):
+    for name, samples in eval_sets.items():
+        if not samples:
             continue
-        labels, logits = predict_loader(detector, card, loader)
+        labels, logits = predict_loader(detector, card, datamodule.eval_dataloader(samples))
         probs = fake_probabilities(logits, card.temperature)
         splits[name] = evaluate_scores(
             labels, probs, card.threshold, card.threshold_source, run_dir, prefix=f"{name}_", title=f"{card.name} ({name})"

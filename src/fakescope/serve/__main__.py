@@ -1,5 +1,0 @@
-import sys
-
-from fakescope.serve.app import main
-
-sys.exit(main())
