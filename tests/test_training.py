@@ -166,3 +166,22 @@ def test_bf16_channels_last_and_accumulation_train(tmp_path: Path):
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 2  # 28 training images, batches of 8: 4 batches, 2 optimiser steps
     assert results["final"]["val"]["n"] > 0
+
+
+def test_several_sources_are_split_apart_and_scored_apart(tmp_path: Path):
+    from fakescope.config import SourceConfig
+    from fakescope.evaluation.evaluate import run_manifest_for
+
+    first = make_toy_dataset(tmp_path / "alpha", n_per_class=20, size=48, seed=6)
+    second = make_toy_dataset(tmp_path / "beta", n_per_class=20, size=48, seed=7)
+    config = _config(first, tmp_path / "runs", epochs=1)
+    data = config.data.model_copy(update={"root": None, "sources": [SourceConfig(root=first), SourceConfig(root=second)]})
+    run = fit(config.model_copy(update={"data": data}))
+    for name in ("alpha", "beta"):
+        manifest = run / f"split_manifest-{name}.json"
+        assert manifest.is_file()
+        assert run_manifest_for(run / "checkpoints" / "best.ckpt", tmp_path / name) == manifest
+    results = json.loads((run / "results.json").read_text())
+    final = results["final"]
+    assert final["test_alpha"]["n"] + final["test_beta"]["n"] == final["test"]["n"]
+    assert set(results["data"]["sources"]) == {"alpha", "beta"}
