@@ -1,0 +1,52 @@
+"""Face crops of a data set: the largest face, landmarks in crop pixels, pairs kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from fakescope.data.discovery import DataError, groups_from_pairs_csv
+from fakescope.data.facecrops import LANDMARKS_FILE, extract_face_crops, load_crop_landmarks
+
+
+def make_source(root: Path) -> Path:
+    (root / "real").mkdir(parents=True)
+    (root / "fake").mkdir()
+    photo = skdata.astronaut()
+    Image.fromarray(photo).save(root / "real" / "person.jpg", quality=95)
+    Image.fromarray(photo[:, ::-1].copy()).save(root / "fake" / "mirror.jpg", quality=95)
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "fake" / "noise.png")
+    (root / "fake" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    (root / "pairs.csv").write_text("real,fake\nperson.jpg,mirror.jpg\n")
+    return root
+
+
+def test_crops_landmarks_and_pairs(tmp_path: Path):
+    src = make_source(tmp_path / "src")
+    summary = extract_face_crops(src, tmp_path / "crops", size=128)
+    out = tmp_path / "crops"
+    assert summary["images"] == 4 and summary["crops"] == 3
+    assert summary["no_face_whole_image"] == ["fake/noise.png"]
+    assert [u["file"] for u in summary["unreadable"]] == ["fake/broken.jpg"]
+    crop = np.asarray(Image.open(out / "real" / "person.png"))
+    assert crop.shape == (128, 128, 3)
+    landmarks = load_crop_landmarks(out)
+    points = landmarks[(out / "real" / "person.png").resolve()]
+    assert points.shape == (5, 2)
+    # The face fills the middle of its crop: every landmark well inside it.
+    assert (points > 20).all() and (points < 108).all()
+    assert "fake/noise.png" not in json.loads((out / LANDMARKS_FILE).read_text())
+    groups = groups_from_pairs_csv(out / "pairs.csv")
+    assert groups[(out / "real" / "person.png").resolve()] == groups[(out / "fake" / "mirror.png").resolve()]
+
+
+def test_crops_refuse_to_write_into_their_source(tmp_path: Path):
+    src = make_source(tmp_path / "src")
+    with pytest.raises(DataError, match="must not lie inside"):
+        extract_face_crops(src, src / "crops")
