@@ -185,3 +185,17 @@ def test_several_sources_are_split_apart_and_scored_apart(tmp_path: Path):
     final = results["final"]
     assert final["test_alpha"]["n"] + final["test_beta"]["n"] == final["test"]["n"]
     assert set(results["data"]["sources"]) == {"alpha", "beta"}
+
+
+def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
+    from fakescope.config import SelfBlendConfig
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=8)
+    config = _config(data, tmp_path / "runs", epochs=2)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"batch_size": 8, "self_blend": SelfBlendConfig(fake_ratio=1.0)})}
+    )
+    run = fit(config)
+    results = json.loads((run / "results.json").read_text())
+    # 28 training images plus one self-blend of each of the 14 reals: 42 items, 6 batches an epoch.
+    assert results["global_step"] == 12

@@ -26,6 +26,14 @@ class SourceConfig(_Strict):
     pairs_csv: Path | None = None
 
 
+class SelfBlendConfig(_Strict):
+    """Self-blended fakes made online from the real training faces (Shiohara & Yamasaki 2022)."""
+
+    # Each real training image adds one more item per epoch; this share of them is blended
+    # into a fake (the rest stay real copies).
+    fake_ratio: float = Field(1.0, ge=0.0, le=1.0)
+
+
 class DataConfig(_Strict):
     # One of: `root` (a discovered layout), `sources` (several such roots, each split on its
     # own and then pooled), or explicit per-class, per-split directories.
@@ -45,6 +53,9 @@ class DataConfig(_Strict):
     # Re-scale and re-encode every training image (both classes alike) before augmenting:
     # the cure for data sets whose classes were saved differently (see `fakescope audit`).
     equalize_history: bool = False
+    # Landmarks come from the `face_landmarks.json` that `fakescope faces` writes at a data
+    # root; faces without them are blended through a central ellipse.
+    self_blend: SelfBlendConfig | None = None
     sharpen_blurry: bool = False
     blur_threshold: float = 100.0
     balance: Literal["none", "undersample", "weighted-sampler", "class-weights"] = "none"

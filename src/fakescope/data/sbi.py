@@ -579,7 +579,9 @@ class SelfBlendedDataset(Dataset):
             )
         self.samples = list(real_samples)
         self.transform = transform
-        self.landmarks = {Path(path): points for path, points in landmarks_provider.items()}
+        # Looked up once per sample, by resolved path, so relative and absolute paths agree.
+        provided = {Path(path).resolve(): points for path, points in landmarks_provider.items()}
+        self.landmarks = [provided.get(Path(sample.path).resolve()) for sample in self.samples]
         self.fake_ratio = fake_ratio
         self.seed = seed
         self.config = config or SbiConfig()
@@ -614,7 +616,7 @@ class SelfBlendedDataset(Dataset):
             return self.transform(image), 0
         # A stream of its own, apart from the [seed, epoch] one that picks the fakes.
         rng = np.random.default_rng([self.seed, epoch, index, 1])
-        fake, _ = self_blend(image, self.landmarks.get(Path(sample.path)), rng, self.config)
+        fake, _ = self_blend(image, self.landmarks[index], rng, self.config)
         return self.transform(fake), 1
 
 
@@ -642,6 +644,23 @@ class EpochKeySampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+class WithSelfBlends(Dataset):
+    """A data set followed by self-blended copies of its real images, keyed (epoch, index)."""
+
+    def __init__(self, base: Dataset, blends: SelfBlendedDataset):
+        self.base = base
+        self.blends = blends
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.blends)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | None:
+        epoch, index = key
+        if index < len(self.base):
+            return self.base[index]
+        return self.blends[(epoch, index - len(self.base))]
 
 
 # --- offline generation --------------------------------------------------------------------

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Iterator
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
+from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks
+from fakescope.data.sbi import EpochKeySampler, SelfBlendedDataset, WithSelfBlends
 from fakescope.data.discovery import DataSplits, Sample
 from fakescope.models.card import DetectorCard
+
+log = logging.getLogger(__name__)
 
 
 class EpochShuffle(Sampler[int]):
@@ -36,6 +43,18 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+def crop_landmarks(config: DataConfig) -> dict[Path, np.ndarray]:
+    """Landmarks of every data root that `fakescope faces` made (empty for other roots)."""
+    roots = [config.root] if config.root else [s.root for s in config.sources]
+    landmarks: dict[Path, np.ndarray] = {}
+    for root in roots:
+        if root and (Path(root) / LANDMARKS_FILE).is_file():
+            landmarks.update(load_crop_landmarks(root))
+        else:
+            log.warning("%s has no %s: self-blends there use a central ellipse", root, LANDMARKS_FILE)
+    return landmarks
+
+
 class FolderDataModule(L.LightningDataModule):
     def __init__(self, config: DataConfig, card: DetectorCard, splits: DataSplits, seed: int):
         super().__init__()
@@ -48,6 +67,9 @@ class FolderDataModule(L.LightningDataModule):
         self.train_samples: list[Sample] = train
         self.val_samples: list[Sample] = splits.val
         self.test_samples: list[Sample] = splits.test
+        if config.self_blend and config.balance == "weighted-sampler":
+            raise ValueError("data.self_blend and balance: weighted-sampler cannot be combined")
+        self.landmarks = crop_landmarks(config) if config.self_blend else {}
 
     def loss_class_weights(self) -> list[float] | None:
         """Inverse-frequency weights for the loss, when the config asks for them."""
@@ -55,22 +77,34 @@ class FolderDataModule(L.LightningDataModule):
             return None
         return class_weights(self.train_samples).tolist()
 
-    def _dataset(self, samples: list[Sample], train: bool) -> ImageDataset:
+    def _dataset(self, samples: list[Sample], train: bool) -> Dataset:
         card = self.card
         preset = self.config.augmentation if train else "none"
         transform = build_transform(
             preset, card.input_size, card.mean, card.std, train=train, equalize_history=self.config.equalize_history
         )
-        return ImageDataset(
+        dataset = ImageDataset(
             samples,
             transform,
             sharpen_blurry=self.config.sharpen_blurry,
             blur_threshold=self.config.blur_threshold,
         )
+        if not (train and self.config.self_blend):
+            return dataset
+        reals = [s for s in samples if s.label == 0]
+        blends = SelfBlendedDataset(
+            reals, transform, self.landmarks, fake_ratio=self.config.self_blend.fake_ratio, seed=self.seed
+        )
+        return WithSelfBlends(dataset, blends)
 
     def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
         workers = self.config.num_workers if self.config.num_workers is not None else os.cpu_count() or 1
-        if train:
+        dataset = self._dataset(samples, train)
+        if train and self.config.self_blend:
+            # Keys carry the epoch to persistent workers, so each epoch blends new fakes.
+            sampler = EpochKeySampler(EpochShuffle(len(dataset), self.seed))
+            batch_size = self.config.batch_size
+        elif train:
             sampler = (
                 weighted_sampler(samples, self.seed)
                 if self.config.balance == "weighted-sampler"
@@ -81,7 +115,7 @@ class FolderDataModule(L.LightningDataModule):
             sampler = None
             batch_size = self.config.eval_batch_size or self.config.batch_size
         return DataLoader(
-            self._dataset(samples, train),
+            dataset,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=workers,
