@@ -168,3 +168,22 @@ def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_dat
     (tmp_path / "one" / "a.jpg").write_bytes(next((toy_data / "real").iterdir()).read_bytes())
     with pytest.raises(ExportError, match="at least two readable images"):
         crop_sets(card, tmp_path / "one", count=4)
+
+
+@pytest.mark.slow
+def test_multibranch_exports_at_its_default_size(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from fakescope.export.onnx import export_onnx
+    from fakescope.models.registry import create_detector
+
+    model = create_detector("multibranch-b4", pretrained=False).eval()
+    size = model.card.input_size
+    path = export_onnx(model, {"detector": "multibranch-b4", "options": {}, "card": model.card.model_dump(mode="json")}, tmp_path / "mb.onnx")
+    batch = torch.randn(1, 3, size, size)
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    assert abs(got - expected).max() < 1e-3

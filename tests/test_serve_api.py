@@ -129,6 +129,10 @@ def test_health_ready_models_page_and_docs(client):
     for asset in ("/static/app.js", "/static/app.css"):
         assert client.get(asset).status_code == 200
     assert "/v1/detect" in client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 def test_not_ready_until_the_model_is_loaded(detector):

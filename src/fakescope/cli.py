@@ -222,7 +222,9 @@ def synth_sbi(
     )
 
 
-def _load_detector(model: str, threshold: float | None, no_faces: bool, max_pixels: int | None):
+def _load_detector(
+    model: str, threshold: float | None, no_faces: bool, max_pixels: int | None, backend: str = "auto"
+):
     from fakescope.checkpoint import CheckpointError
     from fakescope.inference.loading import load_detector
     from fakescope.io.images import DEFAULT_MAX_PIXELS
@@ -231,15 +233,16 @@ def _load_detector(model: str, threshold: float | None, no_faces: bool, max_pixe
     if no_faces:
         options["use_faces"] = False
     try:
-        return load_detector(model, **options)
-    except (CheckpointError, FileNotFoundError) as error:
+        return load_detector(model, backend=backend, **options)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
         fail(str(error))
 
 
 @app.command()
 def scan(
     inputs: list[str] = typer.Argument(..., help="Files, folders (recursive), globs ('shots/*.png'), or - for paths on stdin."),
-    model: str = typer.Option("default", "--model", "-m", help="'default' or a checkpoint (.ckpt / .safetensors)."),
+    model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint (.ckpt / .safetensors) or an exported .onnx."),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch or onnx (auto: onnx for .onnx files)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as one JSON document."),
     jsonl_out: Optional[Path] = typer.Option(None, "--jsonl", help="Stream one JSON line per file."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Stream one CSV row per file."),
@@ -264,7 +267,7 @@ def scan(
     from fakescope.inference.reports import open_writers
     from fakescope.inference.scan import run_scan
 
-    detector = _load_detector(model, threshold, no_faces, max_pixels)
+    detector = _load_detector(model, threshold, no_faces, max_pixels, backend)
     rows: list[tuple[str, str, str, str, str]] = []
     progress = Progress(
         TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
@@ -323,6 +326,7 @@ def explain(
     """Write a Grad-CAM overlay: where the detector saw evidence of a fake."""
     import cv2
 
+    from fakescope.inference.detector import TorchModelRequiredError
     from fakescope.inference.explain import explain_image
     from fakescope.io.images import ImageDecodeError, decode_image
     from fakescope.utils import atomic_write_bytes
@@ -332,13 +336,52 @@ def explain(
         pixels = decode_image(image, detector.max_pixels)
     except (ImageDecodeError, OSError) as error:
         fail(str(error), code=2)
-    overlay = explain_image(detector, pixels)
+    try:
+        overlay = explain_image(detector, pixels)
+    except TorchModelRequiredError as error:
+        fail(str(error))
     ok, encoded = cv2.imencode(out.suffix or ".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if not ok:
         fail(f"cannot encode an image as {out.suffix!r}; use .png or .jpg")
     atomic_write_bytes(out, encoded.tobytes())
     result = detector.predict(pixels)
     console.print(f"{result['prediction']}  P(fake) {result['probabilities']['fake']:.3f}  overlay: {out}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A .ckpt from `fakescope train` or a .safetensors detector."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a static INT8 model (QDQ, per-channel weights)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: export/ beside the checkpoint)."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help="Images to calibrate INT8 with (default: generated toy faces)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled data dir: AUC of each variant against PyTorch."),
+    split: str = typer.Option("all", "--split", help="Split of --eval-data: train, val, test or all."),
+) -> None:
+    """Export a detector to ONNX (optionally INT8) with a parity report against PyTorch."""
+    from fakescope.checkpoint import CheckpointError
+    from fakescope.data.discovery import DataError
+    from fakescope.export.onnx import ExportError, export_command
+
+    try:
+        report = export_command(checkpoint, fmt, int8, out, calibration_data, eval_data, eval_split=split)
+    except (CheckpointError, DataError, ExportError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    table = Table(title=f"parity against {report['reference']} on {report['inputs']['n']} held-out crops")
+    for column in ("variant", "max |ΔP(fake)|", "mean |ΔP(fake)|", "AUC", "ΔAUC"):
+        table.add_column(column)
+    labelled = report["labelled"] or {}
+    for name in ("onnx", "onnx_int8"):
+        if name in report["inputs"]:
+            d = report["inputs"][name]
+            auc = labelled.get("auc", {}).get(name)
+            table.add_row(
+                name, _fmt(d["max_abs_diff_p_fake"]), _fmt(d["mean_abs_diff_p_fake"]), _fmt(auc),
+                _fmt(labelled.get("auc_change", {}).get(name)),
+            )
+    console.print(table)
+    for name, path in report["files"].items():
+        console.print(f"{name}: {path}")
 
 
 @app.command()

@@ -62,7 +62,9 @@ class Detector:
             raise ValueError("a Detector needs a PyTorch model, a backend, or both")
         self._model = model.eval() if model is not None else None
         # The backend runs every forward; the torch model, when present, also serves Grad-CAM.
-        self.backend = backend if backend is not None else TorchBackend(model)
+        # fp32 by default: the scores then equal those `evaluate` and `calibrate` measured, so
+        # the card's threshold means what it says. bf16 is a backend choice (TorchBackend).
+        self.backend = backend if backend is not None else TorchBackend(model, precision="fp32")
         self.card = card
         self.source = source
         self.use_faces = card.face_crop == "mtcnn" if use_faces is None else use_faces

@@ -22,8 +22,10 @@ from typing import Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from fakescope import __version__
 from fakescope.inference.detector import Detector
@@ -130,8 +132,23 @@ def create_app(
         version=__version__,
         description="Is this face image or video a deepfake? Verdicts with calibrated P(fake).",
         lifespan=lifespan,
+        # FastAPI's own /docs page loads Swagger UI from a CDN; ours serves it from a package.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.server = server
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="fakescope API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

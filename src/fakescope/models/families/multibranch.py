@@ -26,7 +26,9 @@ CARD = DetectorCard(
         "block-DCT frequency and edge branches through an attention gate; softmax over "
         "[real, fake]."
     ),
-    input_size=380,
+    # 384, not B4's usual 380: the frequency branch pools 8x8 DCT blocks to 8x8, and ONNX can
+    # export that pooling only when 8 divides the block grid (384 / 8 = 48 blocks).
+    input_size=384,
     output="two-logits",
 )
 
