@@ -85,7 +85,7 @@ def test_explain_writes_an_overlay(trained_run: Path, toy_data: Path, tmp_path: 
 
 def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_path: Path):
     out = tmp_path / "eval"
-    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out)
+    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out, "--robustness")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "evaluation.json").read_text())
     metrics = report["datasets"][toy_data.name]
@@ -94,6 +94,10 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
     assert metrics["split_source"].endswith("split_manifest.json")  # the run's own test split
     assert (out / toy_data.name / "roc_curve.png").is_file()
     assert (out / toy_data.name / "confusion_matrix.png").is_file()
+    sweep = metrics["robustness"]
+    assert list(sweep)[:2] == ["none", "jpeg_95"] and len(sweep) == 10
+    assert sweep["none"]["auc_roc"] == metrics["auc_roc"]
+    assert (out / toy_data.name / "robustness.png").is_file()
 
 
 def test_synth_sbi_writes_fakes(tmp_path: Path):

@@ -94,14 +94,17 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="A .ckpt from `fakescope train` or a .safetensors detector."),
+    checkpoint: Path = typer.Argument(..., help="A .ckpt, .safetensors or exported .onnx detector."),
     data: list[Path] = typer.Option(..., "--data", help="Labelled data dir; repeat for cross-data-set evaluation."),
     split: str = typer.Option("test", "--split", help="train, val, test or all."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the card's threshold."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: evaluation-<timestamp> beside the checkpoint's run)."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    robustness: bool = typer.Option(
+        False, "--robustness", help="Also score under JPEG 95/75/50/30, blur, noise and downscaling (AUC, accuracy, plot)."
+    ),
 ) -> None:
-    """Metrics, ROC and confusion-matrix plots and a JSON report for a checkpoint."""
+    """Metrics, ROC and confusion-matrix plots and a JSON report, with the detector's face stage."""
     from datetime import datetime
 
     from fakescope.checkpoint import CheckpointError
@@ -110,7 +113,9 @@ def evaluate(
 
     out_dir = out or checkpoint.resolve().parent.parent / f"evaluation-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        report = evaluate_checkpoint(checkpoint, data, out_dir, split=split, threshold=threshold, batch_size=batch_size)
+        report = evaluate_checkpoint(
+            checkpoint, data, out_dir, split=split, threshold=threshold, batch_size=batch_size, robustness=robustness
+        )
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         fail(str(error))
     table = Table(title=f"{report['detector']} v{report['detector_version']}, threshold {report['threshold']:.3f} ({report['threshold_source']})")

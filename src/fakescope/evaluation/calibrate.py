@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakescope.checkpoint import load_checkpoint, read_metadata, save_detector
+from fakescope.checkpoint import read_metadata, save_detector
 from fakescope.evaluation.calibration import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -27,7 +27,9 @@ from fakescope.evaluation.calibration import (
     threshold_at_fpr,
     threshold_max_balanced_accuracy,
 )
-from fakescope.evaluation.evaluate import fake_probabilities, score_split
+from fakescope.evaluation.evaluate import score_split
+from fakescope.inference.loading import load_detector
+from fakescope.models.scoring import probabilities
 from fakescope.evaluation.metrics import binary_metrics
 from fakescope.evaluation.plots import plot_reliability
 from fakescope.models.card import DetectorCard
@@ -102,8 +104,8 @@ def calibrate_scores(
 ) -> Calibration:
     """Fit the temperature on the fake logits, then the threshold on the scaled P(fake)."""
     temperature = fit_temperature(logits, labels)
-    probs_before = fake_probabilities(logits, card.temperature)
-    probs_after = fake_probabilities(logits, temperature)
+    probs_before = probabilities(logits, card.temperature)
+    probs_after = probabilities(logits, temperature)
     threshold = choose_threshold(labels, probs_after, method, target_fpr)
     warnings = []
     if not MIN_TEMPERATURE * (1 + 1e-6) < temperature < MAX_TEMPERATURE * (1 - 1e-6):
@@ -188,11 +190,12 @@ def calibrate_checkpoint(
     if not overwrite:
         _refuse_existing(out_dir)
 
-    model, card = load_checkpoint(checkpoint)
+    detector = load_detector(checkpoint)
+    model, card = detector.model, detector.card
     metadata = read_metadata(checkpoint)
     scored = {
         data_dir.resolve().name: score_split(
-            model, card, checkpoint, data_dir, split, batch_size, num_workers
+            detector, checkpoint, data_dir, split, batch_size=batch_size, num_workers=num_workers
         )
         for data_dir in data_dirs
     }

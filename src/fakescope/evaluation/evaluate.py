@@ -1,4 +1,10 @@
-"""`fakescope evaluate`: score a checkpoint on one or more labelled folders."""
+"""`fakescope evaluate`: score a detector on labelled folders, as `scan` would score them.
+
+Images go through the detector's own face stage (its card says whether and how to crop faces;
+an image's score is its most suspicious face), so the numbers are those of the product, not
+of a training-time shortcut. With `robustness`, every split is scored again under each
+degradation of `perturb.SWEEP`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from fakescope.checkpoint import load_checkpoint
 from fakescope.config import DataConfig
-from fakescope.data.augment import build_transform
-from fakescope.data.dataset import ImageDataset, collate_skip_broken
+from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataSplits, Sample, discover
-from fakescope.evaluation.predict import predict_loader
+from fakescope.evaluation.metrics import binary_metrics
+from fakescope.evaluation.perturb import SWEEP, Perturbation
+from fakescope.evaluation.plots import plot_robustness
 from fakescope.evaluation.report import evaluate_scores
-from fakescope.models.card import DetectorCard
+from fakescope.inference.detector import Detector
+from fakescope.inference.loading import load_detector
+from fakescope.io.images import DEFAULT_MAX_PIXELS
+from fakescope.models.scoring import probabilities
 from fakescope.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -57,37 +64,69 @@ class ScoredSplit:
     skipped: list[tuple[Path, str]]  # unreadable files left out: (path, reason)
 
 
+class DecodedImages(Dataset):
+    """(RGB image, label) per sample, optionally degraded; None for a file that broke."""
+
+    def __init__(self, samples: list[Sample], perturbation: Perturbation | None = None):
+        self.samples = samples
+        self.perturbation = perturbation
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int] | None:
+        sample = self.samples[index]
+        image = decode_or_warn(sample.path, DEFAULT_MAX_PIXELS, self._warned)
+        if image is None:
+            return None
+        return (self.perturbation(image) if self.perturbation else image), sample.label
+
+
+def _keep_decoded(batch: list) -> list:
+    return [item for item in batch if item is not None]
+
+
 def score_split(
-    model: nn.Module,
-    card: DetectorCard,
+    detector: Detector,
     checkpoint: Path,
     data_dir: Path,
     split: str,
-    batch_size: int = 64,
+    perturbation: Perturbation | None = None,
+    batch_size: int = 32,
     num_workers: int = 2,
 ) -> ScoredSplit:
-    """Score one split of `data_dir` with the card's evaluation transform (no augmentation)."""
+    """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes)."""
     manifest = run_manifest_for(checkpoint, data_dir)
     splits = discover(DataConfig(root=data_dir), manifest_path=manifest)
-    transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
     loader = DataLoader(
-        ImageDataset(select_split(splits, split), transform),
+        DecodedImages(select_split(splits, split), perturbation),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=collate_skip_broken,
+        collate_fn=_keep_decoded,
     )
-    labels, logits = predict_loader(model, card, loader)
+    labels, logits = [], []
+    for batch in loader:
+        if batch:
+            logits.append(detector.image_logits([image for image, _ in batch], batch_size))
+            labels.append(np.array([label for _, label in batch], dtype=np.int64))
     split_source = str(manifest) if manifest else f"layout {splits.layout}"
-    return ScoredSplit(labels, logits, split_source, splits.skipped)
+    if not labels:
+        return ScoredSplit(np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, splits.skipped)
+    return ScoredSplit(np.concatenate(labels), np.concatenate(logits), split_source, splits.skipped)
 
 
-def fake_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """P(fake) = sigmoid(logit / T) in float32, computed as `scoring.fake_probability` does it.
-
-    Computing it the same way everywhere keeps a threshold chosen on these probabilities exact
-    when the detector scores the same images later.
-    """
-    return torch.sigmoid(torch.from_numpy(logits) / temperature).numpy()
+def robustness_sweep(
+    detector: Detector, checkpoint: Path, data_dir: Path, split: str, threshold: float, batch_size: int, num_workers: int
+) -> dict[str, dict]:
+    """AUC and accuracy at `threshold` under each degradation of the sweep."""
+    results = {}
+    for name, perturbation in SWEEP.items():
+        scored = score_split(detector, checkpoint, data_dir, split, perturbation, batch_size, num_workers)
+        metrics = binary_metrics(scored.labels, probabilities(scored.logits, detector.card.temperature), threshold)
+        results[name] = {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}
+        log.info("robustness %s: AUC %s, accuracy %.4f", name, metrics["auc_roc"], metrics["accuracy"])
+    return results
 
 
 def evaluate_checkpoint(
@@ -96,39 +135,46 @@ def evaluate_checkpoint(
     out_dir: Path,
     split: str = "test",
     threshold: float | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     num_workers: int = 2,
+    robustness: bool = False,
 ) -> dict:
     """Metrics, plots and one JSON for each data dir; the threshold used and where it came from."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    model, card = load_checkpoint(checkpoint)
-    used_threshold = card.threshold if threshold is None else threshold
-    threshold_source = card.threshold_source if threshold is None else "command line"
+    detector = load_detector(checkpoint, threshold=threshold)
+    card = detector.card
     report: dict = {
         "evaluated_at": datetime.now(timezone.utc).isoformat(),
         "checkpoint": str(checkpoint),
         "detector": card.name,
         "detector_version": card.version,
         "split": split,
-        "threshold": used_threshold,
-        "threshold_source": threshold_source,
+        "level": "image (the most suspicious face of each image)" if detector.use_faces else "image (whole)",
+        "face_stage": detector.describe()["face_stage"],
+        "threshold": detector.threshold,
+        "threshold_source": detector.threshold_source,
         "datasets": {},
     }
     for data_dir in data_dirs:
-        scored = score_split(model, card, checkpoint, data_dir, split, batch_size, num_workers)
-        probs = fake_probabilities(scored.logits, card.temperature)
+        scored = score_split(detector, checkpoint, data_dir, split, None, batch_size, num_workers)
+        probs = probabilities(scored.logits, card.temperature)
         name = data_dir.resolve().name
         metrics = evaluate_scores(
             scored.labels,
             probs,
-            used_threshold,
-            threshold_source,
+            detector.threshold,
+            detector.threshold_source,
             out_dir / name,
             title=f"{card.name} on {name} ({split})",
         )
         metrics["split_source"] = scored.split_source
         metrics["skipped"] = [{"path": str(p), "reason": r} for p, r in scored.skipped]
+        if robustness:
+            sweep = {"none": {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}}
+            sweep |= robustness_sweep(detector, checkpoint, data_dir, split, detector.threshold, batch_size, num_workers)
+            metrics["robustness"] = sweep
+            plot_robustness(sweep, out_dir / name / "robustness.png")
         report["datasets"][name] = metrics
     atomic_write_json(out_dir / "evaluation.json", report)
     return report

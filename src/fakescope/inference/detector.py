@@ -22,7 +22,7 @@ from fakescope.inference.explain import explain_crops, overlay_png_data_uri
 from fakescope.io.images import DEFAULT_MAX_PIXELS, decode_image
 from fakescope.io.video import read_video_frames
 from fakescope.models.card import DetectorCard
-from fakescope.models.scoring import fake_probability
+from fakescope.models.scoring import fake_logit, probabilities
 
 WHOLE_IMAGE = "whole-image"
 
@@ -104,14 +104,26 @@ class Detector:
     # -- the model ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """P(fake) for each crop (RGB uint8), one forward per `batch_size` crops."""
-        scores = []
+    def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Logit of P(fake) for each crop (RGB uint8), before temperature; one forward per batch."""
+        logits = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
-            logits = torch.from_numpy(self.backend.logits(batch))
-            scores.append(fake_probability(logits, self.card).numpy())
-        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+            outputs = torch.from_numpy(self.backend.logits(batch))
+            logits.append(fake_logit(outputs, self.card).float().numpy())
+        return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """P(fake) for each crop (RGB uint8), with the card's temperature."""
+        return probabilities(self.crop_logits(crops, batch_size), self.card.temperature)
+
+    def image_logits(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Per image, the logit that `predict` thresholds (after temperature): the largest over
+        its faces, or the whole image's when it has none. What evaluation and calibration score."""
+        prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
+        logits = self.crop_logits([crop for p in prepared for crop in p.crops], batch_size)
+        bounds = np.cumsum([len(p.crops) for p in prepared])[:-1]
+        return np.array([chunk.max() for chunk in np.split(logits, bounds)], dtype=np.float32)
 
     # -- the face stage ----------------------------------------------------------------------
 

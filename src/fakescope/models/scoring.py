@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fakescope.models.card import DetectorCard
@@ -21,3 +22,12 @@ def fake_logit(logits: torch.Tensor, card: DetectorCard) -> torch.Tensor:
 def fake_probability(logits: torch.Tensor, card: DetectorCard) -> torch.Tensor:
     """(B,) calibrated P(fake), using the card's temperature."""
     return torch.sigmoid(fake_logit(logits, card).float() / card.temperature)
+
+
+def probabilities(fake_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """P(fake) = sigmoid(logit / T) from logits of P(fake), in float32 as `fake_probability`.
+
+    One computation everywhere keeps a threshold chosen on these probabilities exact when the
+    detector scores the same images later.
+    """
+    return torch.sigmoid(torch.from_numpy(np.asarray(fake_logits, dtype=np.float32)) / temperature).numpy()

@@ -23,10 +23,10 @@ from fakescope.checkpoint import load_checkpoint
 from fakescope.config import TrainConfig, config_to_yaml
 from fakescope.data.discovery import DataError, DataSplits
 from fakescope.data.sources import discover_sources
-from fakescope.evaluation.evaluate import fake_probabilities
 from fakescope.evaluation.predict import predict_loader
 from fakescope.evaluation.report import evaluate_scores
 from fakescope.models.registry import get_spec
+from fakescope.models.scoring import probabilities
 from fakescope.training.callbacks import AtomicCheckpointIO, EpochHistory, RngState, UnfreezeBackbone
 from fakescope.training.datamodule import FolderDataModule
 from fakescope.training.module import DetectorModule, count_parameters
@@ -203,7 +203,7 @@ def final_results(
         if not samples:
             continue
         labels, logits = predict_loader(detector, card, datamodule.eval_dataloader(samples))
-        probs = fake_probabilities(logits, card.temperature)
+        probs = probabilities(logits, card.temperature)
         splits[name] = evaluate_scores(
             labels, probs, card.threshold, card.threshold_source, run_dir, prefix=f"{name}_", title=f"{card.name} ({name})"
         )
