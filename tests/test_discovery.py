@@ -194,11 +194,8 @@ def test_explicit_dirs_must_come_in_pairs(tmp_path: Path) -> None:
 
 def test_root_and_explicit_dirs_together_are_refused(tmp_path: Path) -> None:
     _flat_dataset(tmp_path, 2, 2)
-    config = DataConfig(
-        root=tmp_path, real_train_dir=tmp_path / "real", fake_train_dir=tmp_path / "fake"
-    )
-    with pytest.raises(DataError, match="not both"):
-        discover(config)
+    with pytest.raises(ValueError, match="exactly one of"):
+        DataConfig(root=tmp_path, real_train_dir=tmp_path / "real", fake_train_dir=tmp_path / "fake")
 
 
 # --- errors before training ----------------------------------------------------------------

@@ -244,12 +244,8 @@ def validate_samples(
 
 def _source_of(config: DataConfig) -> dict[str, str]:
     """Identify the data a config points at (checked against a manifest before reuse)."""
+    # DataConfig itself refuses a root together with explicit dirs.
     explicit = {name: getattr(config, name) for name in _explicit_fields() if getattr(config, name)}
-    if config.root is not None and explicit:
-        raise DataError(
-            "give either data.root or the explicit data dirs, not both "
-            f"(root={config.root}, explicit: {', '.join(explicit)})"
-        )
     if config.root is not None:
         return {"root": str(_existing_folder(config.root, "data root"))}
     return {name: str(_existing_folder(folder, name)) for name, folder in explicit.items()}
