@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # resolver never mixes a torchvision with a torch it was not built against.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser demo test bench train-default clean
 
 $(BIN)/fakescope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q
+
+# The default detector's recipe: face crops of ../shared/data (cut once), then training.
+DATASETS := faceswap-lfw photoshop-ciplab dfdc-faces
+crops/%/face_crops.json: | install
+	$(BIN)/fakescope faces ../shared/data/$* crops/$*
+
+train-default: $(DATASETS:%=crops/%/face_crops.json)
+	$(BIN)/fakescope train configs/default.yaml
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
