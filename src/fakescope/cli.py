@@ -42,12 +42,15 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the cards a
     if as_json:
         console.print_json(json.dumps({s.name: {"card": s.card.model_dump(mode="json"), "loss": s.loss} for s in specs}))
         return
+    from fakescope.models.card import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    known_norms = {(IMAGENET_MEAN, IMAGENET_STD): "ImageNet", (HALF_MEAN, HALF_STD): "[-1, 1]"}
     table = Table(title="Registered detectors")
-    for column in ("name", "input", "output", "norm mean/std", "faces", "loss"):
+    for column in ("name", "input", "output", "normalisation", "faces", "loss"):
         table.add_column(column)
     for s in specs:
         c = s.card
-        norm = f"{tuple(round(m, 3) for m in c.mean)} / {tuple(round(v, 3) for v in c.std)}"
+        norm = known_norms.get((tuple(c.mean), tuple(c.std)), f"mean {c.mean}, std {c.std}")
         table.add_row(s.name, f"{c.input_size}px", c.output, norm, f"{c.face_crop} +{c.face_margin:.0%}", s.loss)
     console.print(table)
 
