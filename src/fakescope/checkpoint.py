@@ -63,14 +63,11 @@ def _load_lightning(path: Path) -> tuple[nn.Module, DetectorCard]:
 
 
 def _load_safetensors(path: Path) -> tuple[nn.Module, DetectorCard]:
-    meta_path = path.with_suffix(".json")
-    if not meta_path.is_file():
-        raise CheckpointError(f"{path}: its metadata file {meta_path.name} is missing")
+    meta = read_metadata(path)
     try:
-        meta = json.loads(meta_path.read_text())
         state = load_file(str(path))
-    except Exception as error:
-        raise CheckpointError(f"{path}: cannot read weights or metadata ({error})") from error
+    except Exception as error:  # safetensors raises its own types for damaged files
+        raise CheckpointError(f"{path}: cannot read weights ({error})") from error
     return _build(meta, state, path)
 
 

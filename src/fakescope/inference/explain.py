@@ -15,6 +15,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from torch import nn
 
+from fakescope.faces import crop_square
 from fakescope.models.card import DetectorCard
 
 
@@ -74,8 +75,6 @@ def explain_image(detector, image: np.ndarray) -> np.ndarray:
 
     With no face found (or a whole-image detector) the heat map covers the whole image.
     """
-    from fakescope.faces import crop_square
-
     detection = detector.detect_faces([image])[0]
     prepared = detector.prepare(image, detection)
     scores = detector.score_crops(prepared.crops)
