@@ -230,3 +230,30 @@ def test_a_decompression_bomb_is_listed_not_decoded(detector: Detector, tmp_path
     result = detector.predict(bomb)
     assert "error" in result and "pixels" in result["error"]
     assert "bomb.png" in result["error"]
+
+
+def test_scan_with_a_producer_pool_gives_the_same_results_in_the_same_order(
+    detector: Detector, toy_data: Path, tmp_path: Path
+):
+    from fakescope.inference.scan import run_scan
+
+    images = sorted((toy_data / "real").iterdir())[:5] + sorted((toy_data / "fake").iterdir())[:5]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    frames = [cv2.resize(decode_image(p), (128, 128)) for p in images[:4] for _ in range(3)]
+    video = write_video(tmp_path / "clip.mp4", frames)
+    items = [ScanInput(p, "image") for p in images[:3]]
+    items += [ScanInput(broken, "image"), InputProblem("missing.png", "no such file")]
+    items += [ScanInput(video, "video")] + [ScanInput(p, "image") for p in images[3:]]
+
+    def scan(workers: int) -> list[dict]:
+        results: list[dict] = []
+        run_scan(items, detector, results.append, batch_size=3, frames=6, workers=workers)
+        return results
+
+    plain, pooled = scan(0), scan(2)
+    names = [str(p) for p in images[:3]] + [str(broken), "missing.png", str(video)] + [str(p) for p in images[3:]]
+    assert [r["file"] for r in pooled] == [r["file"] for r in plain] == names
+    assert "error" in pooled[3] and "error" in pooled[4] and pooled[5]["kind"] == "video"
+    for a, b in zip(plain, pooled):
+        assert a.get("probabilities") == b.get("probabilities")

@@ -260,6 +260,7 @@ def scan(
     no_faces: bool = typer.Option(False, "--no-faces", help="Score whole images (for detectors trained that way)."),
     frames: int = typer.Option(32, "--frames", min=1, help="Frames sampled per video."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0, help="Threads that decode and find faces while the model runs (0: none)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Refuse images above this many pixels."),
     table_limit: int = typer.Option(200, "--table-limit", help="Rows shown in the terminal table."),
 ) -> None:
@@ -290,7 +291,13 @@ def scan(
                 rows.append(_table_row(result))
 
         summary = run_scan(
-            expand_inputs(inputs, sys.stdin), detector, sink, batch_size=batch_size, frames=frames, explain=explain
+            expand_inputs(inputs, sys.stdin),
+            detector,
+            sink,
+            batch_size=batch_size,
+            frames=frames,
+            explain=explain,
+            workers=workers,
         )
     d = detector.describe()
     table = Table(title=f"{d['detector']} v{d['detector_version']}, threshold {d['threshold']:.3f} ({d['threshold_source']})")

@@ -32,6 +32,10 @@ class SelfBlendConfig(_Strict):
     # Each real training image adds one more item per epoch; this share of them is blended
     # into a fake (the rest stay real copies).
     fake_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    # Generator traces (fakescope.data.traces): the share of blends whose source is
+    # re-rendered by a random up-sampling layer, and of fakes that are whole re-rendered images.
+    generator_trace_prob: float = Field(0.0, ge=0.0, le=1.0)
+    generated_prob: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class DataConfig(_Strict):

@@ -8,7 +8,11 @@ detector's input size, normalise with its mean/std. Training presets:
               cut-outs (the multi-branch seed recipe);
 - "robust":   resize a little larger and random-crop, then rotation/scale, colour jitter,
               strong JPEG, blur, down-scaling and noise (the EfficientNet-B4 seed recipe,
-              built to survive re-encoded and resized images).
+              built to survive re-encoded and resized images);
+- "degrade":  "light", then (sometimes) one of the degradations files meet on their way to a
+              scan, at the strengths of `fakescope evaluate --robustness`: Gaussian blur up to
+              sigma 2, Gaussian noise, down-scaling to a quarter, JPEG down to quality 30.
+              The default detector's preset: mild enough to leave most faces sharp.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-PRESETS = ("none", "light", "enhanced", "robust")
+PRESETS = ("none", "light", "enhanced", "robust", "degrade")
 
 # The robust seed resized 380-pixel inputs to 412 before a random 380 crop.
 _ROBUST_RESIZE_RATIO = 412 / 380
@@ -165,8 +169,29 @@ def _robust(size: int) -> list:
     ]
 
 
+def _degrade(size: int) -> list:
+    # Degrade at the file's own resolution, before the resize: that is where a re-saved,
+    # blurred or shrunk file did its harm. Noise std 0.01-0.05 of the range (~3-13 levels).
+    return [
+        A.OneOf(
+            [
+                A.GaussianBlur(sigma_limit=(0.5, 2.0), blur_limit=0),
+                A.GaussNoise(std_range=(0.01, 0.05)),
+                A.Downscale(
+                    scale_range=(0.25, 0.75),
+                    interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+                ),
+            ],
+            p=0.3,
+        ),
+        A.ImageCompression(quality_range=(30, 60), p=0.15),
+        *_light(size),
+    ]
+
+
 _TRAIN_PRESETS: dict[str, Callable[[int], list]] = {
     "light": _light,
     "enhanced": _enhanced,
     "robust": _robust,
+    "degrade": _degrade,
 }

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataError, Sample, find_images
+from fakescope.data.traces import upsampling_trace
 from fakescope.faces import FaceDetector
 from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from fakescope.utils import atomic_write_bytes, atomic_write_json
@@ -48,7 +49,8 @@ from fakescope.utils import atomic_write_bytes, atomic_write_json
 logger = logging.getLogger(__name__)
 
 PartKind = Literal["eyes", "nose", "mouth"]
-MASK_KINDS = ("face", "ellipse", "eyes", "nose", "mouth")
+# "generated": no blend, the whole image re-rendered by a generator-style up-sampler.
+MASK_KINDS = ("face", "ellipse", "eyes", "nose", "mouth", "generated")
 
 MANIFEST_NAME = "sbi_manifest.json"
 FAKE_FOLDER = "fake"
@@ -97,6 +99,11 @@ class SbiConfig(BaseModel):
     brightness_limit: float = Field(0.1, ge=0.0, le=1.0)  # fraction of 255
     contrast_limit: float = Field(0.1, ge=0.0, le=1.0)
     frequency_prob: float = Field(0.5, ge=0.0, le=1.0)  # one of blur / sharpen / downscale
+    # The source re-rendered through a random up-sampling layer (fakescope.data.traces): the
+    # blended face carries a generator's fingerprint, as a decoded, swapped face does.
+    generator_trace_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # No blend at all: the whole image re-rendered that way (a face made by a generator).
+    generated_prob: float = Field(0.0, ge=0.0, le=1.0)
     blur_sigma: tuple[float, float] = (0.5, 1.5)  # pixels
     sharpen_amount: tuple[float, float] = (0.3, 1.0)
     downscale_factor: tuple[float, float] = (0.35, 0.75)
@@ -172,6 +179,10 @@ def self_blend_details(
     _check_image(image)
     points = None if landmarks is None else _check_landmarks(landmarks, image.shape)
     height, width = image.shape[:2]
+    # Off means no draw at all: seeded fakes of configs without traces stay as they were.
+    if config.generated_prob and rng.random() < config.generated_prob:
+        fake = np.rint(upsampling_trace(image, rng)).astype(np.uint8)
+        return SelfBlend(fake=fake, mask=np.ones((height, width), np.float32), kind="generated", blend_ratio=1.0)
     kind, region = _pick_region(points, (height, width), rng, config)
     mask = _draw_mask(region, (height, width), rng, config)
     blend_ratio = float(config.blend_ratios[rng.integers(len(config.blend_ratios))])
@@ -407,6 +418,8 @@ def _alter_appearance(image: np.ndarray, rng: np.random.Generator, config: SbiCo
         drawn = [steps[rng.integers(len(steps))][0]]
     for step in drawn:
         image = np.clip(step(image, rng, config), 0.0, 255.0)
+    if config.generator_trace_prob and rng.random() < config.generator_trace_prob:
+        image = upsampling_trace(image, rng)
     return image
 
 

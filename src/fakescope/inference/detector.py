@@ -6,8 +6,10 @@ makes the image fake); a video gets the mean over the sampled frames that had fa
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -19,8 +21,9 @@ from fakescope.data.augment import build_transform
 from fakescope.faces import FaceDetection, FaceDetector, crop_face
 from fakescope.inference.backends import Backend, TorchBackend
 from fakescope.inference.explain import explain_crops, overlay_png_data_uri
+from fakescope.inference.pipeline import ordered_prefetch
 from fakescope.io.images import DEFAULT_MAX_PIXELS, decode_image
-from fakescope.io.video import read_video_frames
+from fakescope.io.video import VideoFrame, read_video_frames
 from fakescope.models.card import DetectorCard
 from fakescope.models.scoring import fake_logit, probabilities
 
@@ -41,6 +44,26 @@ class PreparedImage:
     skipped_faces: list[dict]
     fallback: str | None
     timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedChunk:
+    """A chunk of images after decoding and the face stage, waiting for the model."""
+
+    names: list[str]
+    images: dict[int, PreparedImage]  # by position in the chunk; unreadable ones are in errors
+    errors: dict[int, str]
+    timing: dict[str, float]  # ms per file: decode, faces
+
+
+@dataclass
+class PreparedVideo:
+    """A video's sampled frames after the face stage, waiting for the model."""
+
+    path: str
+    sampled: list[VideoFrame]
+    frames: list[PreparedImage]
+    prepare_ms: float
 
 
 class Detector:
@@ -69,6 +92,7 @@ class Detector:
         self.source = source
         self.use_faces = card.face_crop == "mtcnn" if use_faces is None else use_faces
         self._face_detector = face_detector
+        self._face_detector_lock = threading.Lock()
         self.threshold = card.threshold if threshold is None else threshold
         self.threshold_source = card.threshold_source if threshold is None else "override"
         self.max_pixels = max_pixels
@@ -87,9 +111,10 @@ class Detector:
 
     @property
     def face_detector(self) -> FaceDetector:
-        if self._face_detector is None:  # MTCNN loads only when a scan needs faces
-            self._face_detector = FaceDetector()
-        return self._face_detector
+        with self._face_detector_lock:  # producer threads share one MTCNN
+            if self._face_detector is None:  # MTCNN loads only when a scan needs faces
+                self._face_detector = FaceDetector()
+            return self._face_detector
 
     def describe(self) -> dict:
         return {
@@ -167,17 +192,16 @@ class Detector:
         return list(self.iter_predict(sources, batch_size, explain))
 
     def iter_predict(
-        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False
+        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False, workers: int = 0
     ) -> Iterator[dict]:
-        """`predict_batch` as a stream: results come out chunk by chunk, in input order."""
-        chunk: list[str | Path | np.ndarray] = []
-        for item in sources:
-            chunk.append(item)
-            if len(chunk) == batch_size:
-                yield from self._predict_chunk(chunk, batch_size, explain)
-                chunk = []
-        if chunk:
-            yield from self._predict_chunk(chunk, batch_size, explain)
+        """`predict_batch` as a stream: results come out chunk by chunk, in input order.
+
+        workers: threads that decode and find the faces of the next chunks while the model
+        scores this one (0: all in this thread). At most 2 x workers chunks wait in memory.
+        """
+        chunks = (partial(self.prepare_chunk, chunk) for chunk in _chunked(sources, batch_size))
+        for prepared in ordered_prefetch(chunks, workers):
+            yield from self.score_chunk(prepared, batch_size, explain)
 
     def _heatmaps(self, crops: list[np.ndarray], explain: bool) -> list[str | None]:
         if not explain:
@@ -185,7 +209,8 @@ class Detector:
         maps = explain_crops(self.model, self.card, crops, self.transform)
         return [overlay_png_data_uri(crop, heatmap) for crop, heatmap in zip(crops, maps)]
 
-    def _predict_chunk(self, sources: list, batch_size: int, explain: bool) -> list[dict]:
+    def prepare_chunk(self, sources: list) -> PreparedChunk:
+        """Decode a chunk of images and cut their faces: everything before the model."""
         started = time.perf_counter()
         images: list[np.ndarray | None] = []
         errors: dict[int, str] = {}
@@ -198,24 +223,27 @@ class Detector:
         decoded = time.perf_counter()
         readable = [i for i, image in enumerate(images) if image is not None]
         detections = self.detect_faces([images[i] for i in readable])
-        detected = time.perf_counter()
         prepared = {i: self.prepare(images[i], d) for i, d in zip(readable, detections)}
-        all_crops = [crop for i in readable for crop in prepared[i].crops]
-        scores = iter(self.score_crops(all_crops, batch_size).tolist())
-        heatmaps = iter(self._heatmaps(all_crops, explain))
-        scored = time.perf_counter()
+        detected = time.perf_counter()
         timing = {
             "decode": (decoded - started) * 1000 / len(sources),
             "faces": (detected - decoded) * 1000 / max(len(readable), 1),
-            "model": (scored - detected) * 1000 / max(len(readable), 1),
         }
+        return PreparedChunk([_name(source) for source in sources], prepared, errors, timing)
+
+    def score_chunk(self, chunk: PreparedChunk, batch_size: int = 32, explain: bool = False) -> list[dict]:
+        """The model's half of `predict_batch`: one result per source of a prepared chunk."""
+        started = time.perf_counter()
+        all_crops = [crop for item in chunk.images.values() for crop in item.crops]
+        scores = iter(self.score_crops(all_crops, batch_size).tolist())
+        heatmaps = iter(self._heatmaps(all_crops, explain))
+        timing = {**chunk.timing, "model": (time.perf_counter() - started) * 1000 / max(len(chunk.images), 1)}
         results = []
-        for i, source in enumerate(sources):
-            name = _name(source)
-            if i in errors:
-                results.append({"file": name, "kind": "image", "error": errors[i]})
+        for i, name in enumerate(chunk.names):
+            if i in chunk.errors:
+                results.append({"file": name, "kind": "image", "error": chunk.errors[i]})
                 continue
-            item = prepared[i]
+            item = chunk.images[i]
             crop_scores = [next(scores) for _ in item.crops]
             crop_maps = [next(heatmaps) for _ in item.crops]
             results.append(self._image_result(name, item, crop_scores, crop_maps, timing))
@@ -257,16 +285,23 @@ class Detector:
 
     def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = 32, explain: bool = False) -> dict:
         """Sample `frames` evenly; score faces per frame (max); the video is the mean over frames with faces."""
+        return self.score_video(self.prepare_video(path, frames), batch_size, explain)
+
+    def prepare_video(self, path: str | Path, frames: int = 32) -> PreparedVideo:
+        """Decode the sampled frames and cut their faces (raises VideoDecodeError, OSError)."""
         started = time.perf_counter()
         sampled = read_video_frames(path, n_frames=frames)
         images = [f.image for f in sampled]
-        detections = self.detect_faces(images)
-        prepared = [self.prepare(image, d) for image, d in zip(images, detections)]
-        all_crops = [crop for p in prepared for crop in p.crops]
+        prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
+        return PreparedVideo(str(path), sampled, prepared, (time.perf_counter() - started) * 1000)
+
+    def score_video(self, video: PreparedVideo, batch_size: int = 32, explain: bool = False) -> dict:
+        started = time.perf_counter()
+        all_crops = [crop for p in video.frames for crop in p.crops]
         scores = iter(self.score_crops(all_crops, batch_size).tolist())
         heatmaps = iter(self._heatmaps(all_crops, explain))
         timeline = []
-        for frame, item in zip(sampled, prepared):
+        for frame, item in zip(video.sampled, video.frames):
             crop_scores = [next(scores) for _ in item.crops]
             crop_maps = [next(heatmaps) for _ in item.crops]
             for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
@@ -286,9 +321,10 @@ class Detector:
         used = with_faces or timeline
         p_fake = float(np.mean([t["p_fake"] for t in used])) if used else 0.0
         drivers = sorted(used, key=lambda t: t["p_fake"], reverse=True)[:3]
+        total_ms = video.prepare_ms + (time.perf_counter() - started) * 1000
         return {
             **self.verdict(p_fake),
-            "file": str(path),
+            "file": video.path,
             "kind": "video",
             "frames_sampled": len(timeline),
             "frames_with_faces": len(with_faces),
@@ -296,7 +332,7 @@ class Detector:
             "timeline": timeline,
             "driving_frames": [t["frame"] for t in drivers],
             **self.describe(),
-            "timing_ms": {"total": round((time.perf_counter() - started) * 1000, 2)},
+            "timing_ms": {"total": round(total_ms, 2)},
         }
 
 
@@ -304,6 +340,17 @@ def _skipped(detection: FaceDetection | None) -> list[dict]:
     if detection is None:
         return []
     return [{"box": [round(v, 1) for v in face.box], "reason": reason} for face, reason in detection.skipped]
+
+
+def _chunked(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _name(source) -> str:

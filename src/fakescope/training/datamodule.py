@@ -17,7 +17,7 @@ from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
 from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks
-from fakescope.data.sbi import EpochKeySampler, SelfBlendedDataset, WithSelfBlends
+from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.data.discovery import DataSplits, Sample
 from fakescope.models.card import DetectorCard
 
@@ -92,8 +92,10 @@ class FolderDataModule(L.LightningDataModule):
         if not (train and self.config.self_blend):
             return dataset
         reals = [s for s in samples if s.label == 0]
+        options = self.config.self_blend
+        sbi = SbiConfig(generator_trace_prob=options.generator_trace_prob, generated_prob=options.generated_prob)
         blends = SelfBlendedDataset(
-            reals, transform, self.landmarks, fake_ratio=self.config.self_blend.fake_ratio, seed=self.seed
+            reals, transform, self.landmarks, fake_ratio=options.fake_ratio, seed=self.seed, config=sbi
         )
         return WithSelfBlends(dataset, blends)
 
