@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # resolver never mixes a torchvision with a torch it was not built against.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test bench train-default clean
+.PHONY: install browser demo test bench train-default train-leave-one-out default-weights clean
 
 $(BIN)/fakescope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,39 @@ crops/%/face_crops.json: | install
 train-default: $(DATASETS:%=crops/%/face_crops.json)
 	$(BIN)/fakescope train configs/default.yaml
 
+# Issue 4's leave-one-out check: the same recipe without any photoshop-ciplab data, and
+# without any dfdc-faces data; evaluate each run on the set it never saw.
+LFW_SOURCE := {root: crops/faceswap-lfw}
+PS_SOURCE := {root: crops/photoshop-ciplab}
+DFDC_SOURCE := {root: crops/dfdc-faces, pairs_csv: crops/dfdc-faces/pairs.csv}
+train-leave-one-out: $(DATASETS:%=crops/%/face_crops.json)
+	$(BIN)/fakescope train configs/default.yaml --set name=default-without-photoshop \
+	  --set 'data.sources=[$(LFW_SOURCE), $(DFDC_SOURCE)]'
+	$(BIN)/fakescope train configs/default.yaml --set name=default-without-dfdc \
+	  --set 'data.sources=[$(LFW_SOURCE), $(PS_SOURCE)]'
+
+# Ship a run of that recipe as the packaged default: temperature and threshold fitted on the
+# pooled validation splits, INT8 export (calibrated on faceswap-lfw faces), files copied into
+# the package. Usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS
+WEIGHTS := src/fakescope/weights
+default-weights: install
+	@test -n "$(RUN)" || (echo "usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS" >&2 && exit 1)
+	$(BIN)/fakescope calibrate $(RUN)/checkpoints/best.ckpt $(DATASETS:%=--data crops/%) -o $(RUN)/calibrated
+	$(BIN)/fakescope export $(RUN)/calibrated/detector.safetensors --int8 --calibration-data crops/faceswap-lfw -o $(RUN)/export
+	mkdir -p $(WEIGHTS)
+	cp $(RUN)/calibrated/detector.safetensors $(WEIGHTS)/default.safetensors
+	cp $(RUN)/calibrated/detector.json $(WEIGHTS)/default.json
+	cp $(RUN)/export/lite0.int8.onnx $(WEIGHTS)/default.int8.onnx
+
+# Issue 5's benchmark suite (minutes each; run on a quiet machine). JSON in benchmarks/results/.
+RESULTS := benchmarks/results
 bench: install
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/scan_throughput.py
+	$(BIN)/python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw --out $(RESULTS)/model_throughput.json
+	$(BIN)/python benchmarks/scan_throughput.py --model default --files 500 --out $(RESULTS)/scan_faceswap_lfw_500.json
+	$(BIN)/python benchmarks/scan_throughput.py --model default --files 100 --side 1024 --out $(RESULTS)/scan_1024px_100.json
+	$(BIN)/python benchmarks/scan_memory.py --model default --files 10000 --out $(RESULTS)/scan_memory_10000.json
+	$(BIN)/python benchmarks/train_throughput.py --out $(RESULTS)/train_throughput_lite0.json
+	$(BIN)/python benchmarks/loader_throughput.py --out $(RESULTS)/loader_throughput.json
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,9 +1,12 @@
 """Model-only inference throughput on this CPU: eager PyTorch, bf16 PyTorch, ONNX Runtime fp32 and INT8.
 
+    python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw --out model.json
     python benchmarks/model_throughput.py --detector lite0 --batches 1 16 64 --out model.json
 
-The detector is built at its card's input size with ImageNet backbone weights and an untrained
-head (costs are those of a trained one); the INT8 model is calibrated on generated toy faces.
+--model times a trained detector ('default' or a checkpoint) at its card's input size. Without
+it, --detector is built with ImageNet backbone weights and an untrained head (costs are those
+of a trained one). The INT8 model is calibrated on --calibration's faces, else on generated toy
+faces.
 Variants alternate within each round so every ratio is measured under the same machine load.
 FLOPs are counted with torch.utils.flop_counter (a multiply-add counts 2). Prints JSON.
 """
@@ -24,9 +27,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from fakescope.checkpoint import load_checkpoint
 from fakescope.export.onnx import export_onnx
 from fakescope.export.quantize import crop_sets, quantize_int8
 from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend, cpu_has_bf16, physical_cores
+from fakescope.inference.loading import resolve
 from fakescope.models.registry import create_detector
 from fakescope.utils import atomic_write_json
 
@@ -60,11 +65,19 @@ def images_per_s(backend: Backend, batch: np.ndarray, min_seconds: float) -> flo
             return count * len(batch) / elapsed
 
 
-def build_variants(detector: str, pretrained: bool, folder: Path, calibration_crops: int) -> tuple[dict[str, Backend], torch.nn.Module]:
-    model = create_detector(detector, pretrained=pretrained).eval()
-    metadata = {"detector": detector, "options": {}, "card": model.card.model_dump(mode="json")}
+def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+    if args.model:
+        model, _ = load_checkpoint(resolve(args.model))
+        return model.eval(), args.model
+    return create_detector(args.detector, pretrained=not args.no_pretrained).eval(), args.detector
+
+
+def build_variants(
+    model: torch.nn.Module, name: str, folder: Path, calibration_dir: Path | None, calibration_crops: int
+) -> dict[str, Backend]:
+    metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
     fp32_path = export_onnx(copy.deepcopy(model), metadata, folder / "model.onnx")
-    calibration = crop_sets(model.card, None, count=calibration_crops).calibration
+    calibration = crop_sets(model.card, calibration_dir, count=calibration_crops).calibration
     int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, metadata)
     variants: dict[str, Backend] = {
         "torch_eager_fp32": TorchBackend(copy.deepcopy(model), precision="fp32", channels_last=False),
@@ -72,12 +85,14 @@ def build_variants(detector: str, pretrained: bool, folder: Path, calibration_cr
         "ort_fp32": OnnxBackend(fp32_path),
         "ort_int8": OnnxBackend(int8_path),
     }
-    return variants, model
+    return variants
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="'default' or a trained checkpoint (overrides --detector)")
     parser.add_argument("--detector", default="lite0")
+    parser.add_argument("--calibration", type=Path, help="a folder of faces to calibrate INT8 with")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="per variant, batch size and round")
@@ -88,7 +103,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fakescope-bench-") as folder:
-        variants, model = build_variants(args.detector, not args.no_pretrained, Path(folder), args.calibration_crops)
+        model, name = build_model(args)
+        variants = build_variants(model, name, Path(folder), args.calibration, args.calibration_crops)
         size = model.card.input_size
         flops = flops_per_image(model, size)
         rng = np.random.default_rng(0)
@@ -119,9 +135,10 @@ def main() -> None:
     }
     result = {
         "benchmark": "model_throughput",
-        "detector": args.detector,
+        "detector": name,
         "input_size": size,
-        "pretrained_backbone": not args.no_pretrained,
+        "weights": "trained checkpoint" if args.model else ("ImageNet backbone" if not args.no_pretrained else "random"),
+        "calibration": str(args.calibration) if args.calibration else "generated toy faces",
         "gflop_per_image": round(flops / 1e9, 4),
         "cpu": platform.processor() or platform.machine(),
         "physical_cores": cores,

@@ -1,8 +1,10 @@
-"""Draw docs/images/sbi_examples.png: self-blended fakes of skimage's astronaut, with masks.
+"""Draw docs/images/sbi_examples.png: synthetic fakes of skimage's astronaut, with masks.
 
 Only the public-domain astronaut photo that ships with scikit-image is used (flipped and
 cropped two ways), so no data-set image lands in the repository. Each row: the real crop,
-the fake, its mask and the difference (amplified) between the two.
+the fake, its mask and the difference (amplified) between the two. The last two rows show
+the generator traces (fakescope.data.traces): a blended face whose source went through a
+random up-sampling layer, and a whole face re-rendered by one.
 
     .venv/bin/python scripts/make_sbi_grid.py [--out docs/images/sbi_examples.png] [--seed 0]
 """
@@ -28,7 +30,8 @@ from fakescope.utils import atomic_write_bytes  # noqa: E402
 CROP_SIDE = 192
 DIFFERENCE_GAIN = 4
 
-# (title, crop margin, mirrored, mask forced: "face", a part, or None for no landmarks)
+# (title, crop margin, mirrored, kind forced: "face", a part, None for no landmarks, or a
+# generator trace: "traced" (face mask, source up-sampled) or "generated" (no blend))
 EXAMPLES = (
     ("whole face", 0.3, False, "face"),
     ("whole face, mirrored", 0.3, True, "face"),
@@ -37,6 +40,8 @@ EXAMPLES = (
     ("nose only", 0.3, True, "nose"),
     ("mouth only", 0.3, False, "mouth"),
     ("no landmarks: ellipse", 0.3, False, None),
+    ("face + generator trace", 0.3, False, "traced"),
+    ("whole face re-rendered", 0.3, True, "generated"),
 )
 
 
@@ -55,12 +60,16 @@ def face_crops(detector: FaceDetector) -> dict[tuple[float, bool], tuple[np.ndar
 def config_for(kind: str | None) -> SbiConfig:
     if kind in (None, "face"):
         return SbiConfig(part_mask_prob=0.0)
+    if kind == "traced":
+        return SbiConfig(part_mask_prob=0.0, generator_trace_prob=1.0)
+    if kind == "generated":
+        return SbiConfig(generated_prob=1.0)
     return SbiConfig(part_mask_prob=1.0, part_kinds=(kind,))
 
 
 def draw(out_png: Path, seed: int) -> None:
     crops = face_crops(FaceDetector())
-    columns = ("real", "self-blended fake", "mask", f"|fake - real| x {DIFFERENCE_GAIN}")
+    columns = ("real", "synthetic fake", "mask", f"|fake - real| x {DIFFERENCE_GAIN}")
     figure, axes = plt.subplots(
         len(EXAMPLES), len(columns), figsize=(2.0 * len(columns), 2.1 * len(EXAMPLES))
     )

@@ -119,3 +119,26 @@ def test_audit_writes_its_json(toy_data: Path, tmp_path: Path):
     report = json.loads(out.read_text())
     assert "warnings" in report
     assert cli("audit", tmp_path / "missing").exit_code == 1
+
+
+def test_evaluate_scores_videos_per_frame_and_per_video(trained_run: Path, toy_data: Path, tmp_path: Path):
+    """Videos of toy real and fake images: both levels reported, and the toy detector is right."""
+    from media import write_video
+
+    from fakescope.io.images import decode_image
+
+    for label in ("real", "fake"):
+        (tmp_path / "videos" / label).mkdir(parents=True)
+        for i, image in enumerate(sorted((toy_data / label).iterdir())[:6]):
+            frames = [decode_image(image)] * 4
+            write_video(tmp_path / "videos" / label / f"{label}_{i}.mp4", frames)
+    out = tmp_path / "eval"
+    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", tmp_path / "videos", "--split", "all", "-o", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "evaluation.json").read_text())["datasets"]["videos"]
+    assert "auc_roc" not in metrics  # no images: no image level
+    frames, videos = metrics["videos"]["frame_level"], metrics["videos"]["video_level"]
+    assert videos["n"] == 12 and frames["n"] == 48
+    assert videos["auc_roc"] > 0.9 and frames["auc_roc"] > 0.9
+    assert (out / "videos" / "video_level_roc_curve.png").is_file()
+    assert "video" in result.output and "frame" in result.output

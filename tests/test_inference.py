@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from fakescope.inference.detector import Detector
 from fakescope.inference.explain import explain_crops, explain_image
 from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
 from fakescope.io.images import decode_image
+from media import write_video
 
 SEED_KEYS = ["prediction", "confidence", "probabilities"]
 
@@ -126,19 +126,6 @@ def test_threshold_override_changes_the_verdict_not_the_score(trained_run: Path,
     assert low["probabilities"] == high["probabilities"]
     assert low["prediction"] == "Fake" and low["threshold_source"] == "override"
     assert high["prediction"] == "Real" or high["probabilities"]["fake"] == 1.0
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def test_video_is_the_mean_over_sampled_frames(detector: Detector, toy_data: Path, tmp_path: Path):

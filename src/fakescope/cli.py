@@ -122,12 +122,16 @@ def evaluate(
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         fail(str(error))
     table = Table(title=f"{report['detector']} v{report['detector_version']}, threshold {report['threshold']:.3f} ({report['threshold_source']})")
-    for column in ("data set", "n", "AUC", "AP", "accuracy", "EER", "F1 (fake)"):
+    for column in ("data set", "level", "n", "AUC", "AP", "accuracy", "EER", "F1 (fake)"):
         table.add_column(column)
-    for name, m in report["datasets"].items():
-        table.add_row(
-            name, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]), _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"])
-        )
+    for name, metrics in report["datasets"].items():
+        levels = [("image", metrics)] if "auc_roc" in metrics else []
+        levels += [(level.replace("_level", ""), m) for level, m in metrics.get("videos", {}).items()]
+        for level, m in levels:
+            table.add_row(
+                name, level, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]),
+                _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"]),
+            )
     console.print(table)
     console.print(f"report: {out_dir / 'evaluation.json'}")
 

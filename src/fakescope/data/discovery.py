@@ -33,6 +33,7 @@ from fakescope.io.images import (
     check_image,
     has_image_extension,
 )
+from fakescope.io.video import VIDEO_EXTENSIONS
 from fakescope.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,9 @@ class _Found:
     splits: dict[str, list[Sample] | None]
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """All image files under `root` (recursive, by extension), sorted; hidden ones skipped."""
+def find_images(root: str | Path, videos: bool = False) -> list[Path]:
+    """All image files (and video files, with `videos`) under `root` (recursive, by
+    extension), sorted; hidden ones skipped."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
@@ -99,7 +101,8 @@ def find_images(root: str | Path) -> list[Path]:
         found.extend(
             Path(folder, name)
             for name in files
-            if not name.startswith(".") and has_image_extension(name)
+            if not name.startswith(".")
+            and (has_image_extension(name) or (videos and Path(name).suffix.lower() in VIDEO_EXTENSIONS))
         )
     return sorted(found)
 
@@ -114,6 +117,7 @@ def discover(
     manifest_path: Path | None = None,
     groups: Mapping[Path, str] | None = None,
     validate: bool = True,
+    videos: bool = False,
 ) -> DataSplits:
     """Find the images `config` points at and return the train / val / test samples.
 
@@ -123,12 +127,13 @@ def discover(
     groups: resolved image path -> group id (see `groups_from_pairs_csv`); a group is never
         divided between splits.
     validate: leave out files that are not complete images (listed in `skipped`).
+    videos: find video files too (for evaluation; validation checks images only).
     """
     source = _source_of(config)
     if manifest_path is not None and Path(manifest_path).is_file():
         splits = _read_manifest(Path(manifest_path), config, source, grouped=groups is not None)
     else:
-        found = _find_layout(source)
+        found = _find_layout(source, videos)
         splits = _complete_splits(found, config, groups)
         if manifest_path is not None:
             _write_manifest(Path(manifest_path), splits, found, config, grouped=groups is not None)
@@ -226,6 +231,9 @@ def validate_samples(
     good: list[Sample] = []
     skipped: list[tuple[Path, str]] = []
     for sample in samples:
+        if sample.path.suffix.lower() in VIDEO_EXTENSIONS:  # checked when decoded
+            good.append(sample)
+            continue
         try:
             check_image(sample.path, max_pixels)
         except ImageDecodeError as exc:
@@ -264,9 +272,9 @@ def _existing_folder(folder: Path, what: str) -> Path:
     return folder.resolve()
 
 
-def _find_layout(source: dict[str, str]) -> _Found:
+def _find_layout(source: dict[str, str], videos: bool) -> _Found:
     if "root" not in source:
-        return _explicit_layout(source)
+        return _explicit_layout(source, videos)
     root = Path(source["root"])
     children = _subfolders_by_name(root)
     kinds = {
@@ -284,13 +292,13 @@ def _find_layout(source: dict[str, str]) -> _Found:
     if len(present) > 1:
         raise DataError(f"ambiguous data layout in {root}: it looks like {' and '.join(present)}")
     if present[0] == LAYOUT_SPLITS:
-        return _split_layout(root, children, source)
+        return _split_layout(root, children, source, videos)
     class_folders = _NUMBERED_FOLDERS if present[0] == LAYOUT_NUMBERED else _FLAT_FOLDERS
-    samples = _class_samples(root, children, class_folders, required=True)
+    samples = _class_samples(root, children, class_folders, required=True, videos=videos)
     return _Found(present[0], root, source, {"train": samples, "val": None, "test": None})
 
 
-def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str]) -> _Found:
+def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str], videos: bool) -> _Found:
     splits: dict[str, list[Sample] | None] = {}
     for name, folder_names in _SPLIT_FOLDERS.items():
         folder = _pick(children, folder_names, root)
@@ -298,7 +306,7 @@ def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str])
             splits[name] = None
             continue
         splits[name] = _class_samples(
-            folder, _subfolders_by_name(folder), _CLASS_FOLDERS_IN_SPLIT, required=name == "train"
+            folder, _subfolders_by_name(folder), _CLASS_FOLDERS_IN_SPLIT, required=name == "train", videos=videos
         )
     if splits["train"] is None:
         raise DataError(
@@ -307,7 +315,7 @@ def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str])
     return _Found(LAYOUT_SPLITS, root, source, splits)
 
 
-def _explicit_layout(source: dict[str, str]) -> _Found:
+def _explicit_layout(source: dict[str, str], videos: bool) -> _Found:
     splits: dict[str, list[Sample] | None] = {}
     for split in SPLITS:
         dirs = {label: source.get(f"{name}_{split}_dir") for label, name in CLASS_NAMES.items()}
@@ -321,7 +329,7 @@ def _explicit_layout(source: dict[str, str]) -> _Found:
             splits[split] = None
             continue
         splits[split] = [
-            Sample(path, label) for label, folder in dirs.items() for path in find_images(folder)
+            Sample(path, label) for label, folder in dirs.items() for path in find_images(folder, videos)
         ]
     root = Path(os.path.commonpath(list(source.values())))
     return _Found(LAYOUT_EXPLICIT, root, source, splits)
@@ -354,6 +362,7 @@ def _class_samples(
     children: dict[str, Path],
     class_folders: dict[int, tuple[str, ...]],
     required: bool,
+    videos: bool = False,
 ) -> list[Sample]:
     """Samples of the class folders in `folder`; `required`: both classes must be there."""
     picked = {label: _pick(children, names, folder) for label, names in class_folders.items()}
@@ -375,7 +384,7 @@ def _class_samples(
         Sample(path, label)
         for label, class_folder in picked.items()
         if class_folder is not None
-        for path in find_images(class_folder)
+        for path in find_images(class_folder, videos)
     ]
 
 

@@ -2,8 +2,11 @@
 
 Images go through the detector's own face stage (its card says whether and how to crop faces;
 an image's score is its most suspicious face), so the numbers are those of the product, not
-of a training-time shortcut. With `robustness`, every split is scored again under each
-degradation of `perturb.SWEEP`.
+of a training-time shortcut. Videos are scored as `scan` scores them (sampled frames, each
+frame its most suspicious face, the video the mean over frames with faces) and reported at two
+levels: per frame (every sampled frame, labelled as its video) and per video. With
+`robustness`, the images of every split are scored again under each degradation of
+`perturb.SWEEP`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fakescope.evaluation.report import evaluate_scores
 from fakescope.inference.detector import Detector
 from fakescope.inference.loading import load_detector
 from fakescope.io.images import DEFAULT_MAX_PIXELS
+from fakescope.io.video import VIDEO_EXTENSIONS, VideoDecodeError
 from fakescope.models.scoring import probabilities
 from fakescope.utils import atomic_write_json
 
@@ -55,13 +59,25 @@ def select_split(splits: DataSplits, split: str) -> list[Sample]:
 
 
 @dataclass(frozen=True)
+class ScoredVideos:
+    """The videos of one split, scored as `scan` scores them (probabilities after temperature)."""
+
+    labels: np.ndarray  # per video
+    p_fake: np.ndarray  # per video
+    frame_labels: np.ndarray  # per sampled frame, its video's label
+    frame_p_fake: np.ndarray  # per sampled frame
+
+
+@dataclass(frozen=True)
 class ScoredSplit:
-    """One split of one data dir, scored: labels and logits of P(fake) before temperature."""
+    """One split of one data dir, scored: image labels and logits of P(fake) before
+    temperature, and the videos (None when the split has none)."""
 
     labels: np.ndarray
     logits: np.ndarray
     split_source: str  # the run's split manifest, or the layout the split was derived from
     skipped: list[tuple[Path, str]]  # unreadable files left out: (path, reason)
+    videos: ScoredVideos | None = None
 
 
 class DecodedImages(Dataset):
@@ -96,11 +112,17 @@ def score_split(
     batch_size: int = 32,
     num_workers: int = 2,
 ) -> ScoredSplit:
-    """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes)."""
+    """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes),
+    and its videos scored (not under a perturbation)."""
     manifest = run_manifest_for(checkpoint, data_dir)
-    splits = discover(DataConfig(root=data_dir), manifest_path=manifest)
+    splits = discover(DataConfig(root=data_dir), manifest_path=manifest, videos=True)
+    samples = select_split(splits, split)
+    images = [s for s in samples if s.path.suffix.lower() not in VIDEO_EXTENSIONS]
+    videos = [s for s in samples if s.path.suffix.lower() in VIDEO_EXTENSIONS]
+    skipped = list(splits.skipped)
+    scored_videos = score_videos(detector, videos, batch_size, skipped) if videos and perturbation is None else None
     loader = DataLoader(
-        DecodedImages(select_split(splits, split), perturbation),
+        DecodedImages(images, perturbation),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_keep_decoded,
@@ -112,8 +134,29 @@ def score_split(
             labels.append(np.array([label for _, label in batch], dtype=np.int64))
     split_source = str(manifest) if manifest else f"layout {splits.layout}"
     if not labels:
-        return ScoredSplit(np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, splits.skipped)
-    return ScoredSplit(np.concatenate(labels), np.concatenate(logits), split_source, splits.skipped)
+        return ScoredSplit(np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, skipped, scored_videos)
+    return ScoredSplit(np.concatenate(labels), np.concatenate(logits), split_source, skipped, scored_videos)
+
+
+def score_videos(
+    detector: Detector, samples: list[Sample], batch_size: int, skipped: list[tuple[Path, str]]
+) -> ScoredVideos | None:
+    """Each video through `Detector.predict_video`; unreadable ones are appended to `skipped`."""
+    labels, p_fake, frame_labels, frame_p_fake = [], [], [], []
+    for sample in samples:
+        try:
+            result = detector.predict_video(sample.path, batch_size=batch_size)
+        except (VideoDecodeError, OSError) as error:
+            log.warning("skipped %s (%s)", sample.path, error)
+            skipped.append((sample.path, str(error)))
+            continue
+        labels.append(sample.label)
+        p_fake.append(result["probabilities"]["fake"])
+        frame_labels.extend([sample.label] * len(result["timeline"]))
+        frame_p_fake.extend(frame["p_fake"] for frame in result["timeline"])
+    if not labels:
+        return None
+    return ScoredVideos(np.array(labels), np.array(p_fake), np.array(frame_labels), np.array(frame_p_fake))
 
 
 def robustness_sweep(
@@ -127,6 +170,20 @@ def robustness_sweep(
         results[name] = {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}
         log.info("robustness %s: AUC %s, accuracy %.4f", name, metrics["auc_roc"], metrics["accuracy"])
     return results
+
+
+def video_metrics(videos: ScoredVideos, detector: Detector, out_dir: Path, title: str) -> dict:
+    """Frame-level and video-level metrics (with their plots) at the detector's threshold."""
+    levels = {
+        "frame_level": (videos.frame_labels, videos.frame_p_fake),
+        "video_level": (videos.labels, videos.p_fake),
+    }
+    return {
+        level: evaluate_scores(
+            labels, p_fake, detector.threshold, detector.threshold_source, out_dir, prefix=f"{level}_", title=f"{title}, {level}"
+        )
+        for level, (labels, p_fake) in levels.items()
+    }
 
 
 def evaluate_checkpoint(
@@ -151,6 +208,10 @@ def evaluate_checkpoint(
         "detector_version": card.version,
         "split": split,
         "level": "image (the most suspicious face of each image)" if detector.use_faces else "image (whole)",
+        "video_levels": {
+            "frame_level": "every sampled frame (its most suspicious face), labelled as its video",
+            "video_level": "the mean P(fake) over a video's sampled frames with faces",
+        },
         "face_stage": detector.describe()["face_stage"],
         "threshold": detector.threshold,
         "threshold_source": detector.threshold_source,
@@ -158,23 +219,27 @@ def evaluate_checkpoint(
     }
     for data_dir in data_dirs:
         scored = score_split(detector, checkpoint, data_dir, split, None, batch_size, num_workers)
-        probs = probabilities(scored.logits, card.temperature)
         name = data_dir.resolve().name
-        metrics = evaluate_scores(
-            scored.labels,
-            probs,
-            detector.threshold,
-            detector.threshold_source,
-            out_dir / name,
-            title=f"{card.name} on {name} ({split})",
-        )
+        metrics: dict = {}
+        if len(scored.labels):
+            probs = probabilities(scored.logits, card.temperature)
+            metrics = evaluate_scores(
+                scored.labels,
+                probs,
+                detector.threshold,
+                detector.threshold_source,
+                out_dir / name,
+                title=f"{card.name} on {name} ({split})",
+            )
+            if robustness:
+                sweep = {"none": {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}}
+                sweep |= robustness_sweep(detector, checkpoint, data_dir, split, detector.threshold, batch_size, num_workers)
+                metrics["robustness"] = sweep
+                plot_robustness(sweep, out_dir / name / "robustness.png")
+        if scored.videos is not None:
+            metrics["videos"] = video_metrics(scored.videos, detector, out_dir / name, f"{card.name} on {name} ({split})")
         metrics["split_source"] = scored.split_source
         metrics["skipped"] = [{"path": str(p), "reason": r} for p, r in scored.skipped]
-        if robustness:
-            sweep = {"none": {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}}
-            sweep |= robustness_sweep(detector, checkpoint, data_dir, split, detector.threshold, batch_size, num_workers)
-            metrics["robustness"] = sweep
-            plot_robustness(sweep, out_dir / name / "robustness.png")
         report["datasets"][name] = metrics
     atomic_write_json(out_dir / "evaluation.json", report)
     return report
