@@ -89,7 +89,7 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads((out / "evaluation.json").read_text())
     metrics = report["datasets"][toy_data.name]
-    for key in ("accuracy", "auc_roc", "average_precision", "eer", "specificity", "sensitivity", "confusion_matrix"):
+    for key in ("accuracy", "auc_roc", "average_precision", "eer", "specificity", "sensitivity", "confusion_matrix", "ece"):
         assert key in metrics
     assert metrics["split_source"].endswith("split_manifest.json")  # the run's own test split
     assert (out / toy_data.name / "roc_curve.png").is_file()

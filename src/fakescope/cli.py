@@ -122,7 +122,7 @@ def evaluate(
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         fail(str(error))
     table = Table(title=f"{report['detector']} v{report['detector_version']}, threshold {report['threshold']:.3f} ({report['threshold_source']})")
-    for column in ("data set", "level", "n", "AUC", "AP", "accuracy", "EER", "F1 (fake)"):
+    for column in ("data set", "level", "n", "AUC", "AP", "accuracy", "EER", "F1 (fake)", "ECE"):
         table.add_column(column)
     for name, metrics in report["datasets"].items():
         levels = [("image", metrics)] if "auc_roc" in metrics else []
@@ -130,7 +130,7 @@ def evaluate(
         for level, m in levels:
             table.add_row(
                 name, level, str(m["n"]), _fmt(m["auc_roc"]), _fmt(m["average_precision"]), _fmt(m["accuracy"]),
-                _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"]),
+                _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"]), _fmt(m["ece"]),
             )
     console.print(table)
     console.print(f"report: {out_dir / 'evaluation.json'}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fakescope.evaluation.calibration import expected_calibration_error
 from fakescope.evaluation.metrics import binary_metrics
 from fakescope.evaluation.plots import plot_confusion_matrix, plot_roc
 
@@ -38,8 +39,10 @@ def evaluate_scores(
     prefix: str = "",
     title: str | None = None,
 ) -> dict:
-    """All metrics at `threshold` plus their plots; the threshold and its origin are recorded."""
+    """All metrics at `threshold` plus their plots and the expected calibration error (15
+    equal-width bins); the threshold and its origin are recorded."""
     metrics = binary_metrics(labels, probs, threshold)
+    metrics["ece"] = expected_calibration_error(labels, probs)
     metrics["threshold_source"] = threshold_source
     metrics["plots"] = write_evaluation_plots(labels, probs, metrics, out_dir, prefix, title)
     return metrics
