@@ -115,10 +115,26 @@ def test_large_image_is_downscaled_and_boxes_map_back(detector, face_patch):
     assert np.allclose(big_face.landmarks / factor, small_face.landmarks, atol=tolerance)
 
     # Detection ran on the 1024x768 copy: detecting on that copy and scaling by hand agrees.
+    # (A 20-px minimum face keeps the copy itself from being scaled down again.)
+    searching_small_faces = FaceDetector(min_face_size=20)
     copy = cv2.resize(big, (1024, 768), interpolation=cv2.INTER_AREA)
-    copy_face = detector.detect(copy).faces[0]
+    copy_face = searching_small_faces.detect(copy).faces[0]
+    big_face = searching_small_faces.detect(big).faces[0]
     assert np.allclose(np.array(copy_face.box) * 4000 / 1024, big_face.box, atol=1e-2)
     assert np.allclose(copy_face.landmarks * 4000 / 1024, big_face.landmarks, atol=1e-2)
+
+
+def test_detection_searches_a_copy_scaled_to_the_smallest_face_worth_finding(face_patch, monkeypatch):
+    """With a 40-px minimum, faces down to 30 px are searched: MTCNN's 20-px smallest face."""
+    detector = FaceDetector(min_face_size=40)
+    shapes = []
+    original = detector._run_mtcnn
+    monkeypatch.setattr(detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch))
+    scene = np.full((300, 450, 3), 200, np.uint8)
+    paste(scene, face_patch, 0.6, 100, 60)
+    result = detector.detect(scene)
+    assert shapes == [(200, 300)]  # 300 x 450 scaled by 20 / (0.75 x 40)
+    assert len(result.faces) == 1 and 0 < result.faces[0].box[0] < 450
 
 
 def test_detect_batch_equals_detect_on_each_image(detector, face_patch):

@@ -12,8 +12,6 @@ from fakescope.models.card import DetectorCard
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
-# The same detector quantised (`fakescope export --int8`), shipped beside it for fast CPU scans.
-DEFAULT_INT8 = WEIGHTS_DIR / "default.int8.onnx"
 BACKENDS = ("auto", "torch", "onnx")
 
 
@@ -36,8 +34,7 @@ def resolve(name_or_path: str | Path) -> Path:
 def load_detector(
     name_or_path: str | Path = "default", backend: Literal["auto", "torch", "onnx"] = "auto", **options
 ) -> Detector:
-    """backend "auto": ONNX Runtime for an exported `.onnx` model, PyTorch for a checkpoint, and
-    for "default" the shipped INT8 ONNX model (with the PyTorch weights kept for Grad-CAM)."""
+    """backend "auto": ONNX Runtime for an exported `.onnx` model, PyTorch for a checkpoint."""
     from fakescope.export.onnx import read_onnx_metadata
 
     if backend not in BACKENDS:
@@ -52,9 +49,6 @@ def load_detector(
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise CheckpointError(f"{path}: bad detector card in its metadata ({error})") from error
         return Detector(None, card, backend=OnnxBackend(path), source=str(path), **options)
-    if path == DEFAULT_WEIGHTS and backend != "torch" and DEFAULT_INT8.is_file():
-        model, card = load_checkpoint(path)
-        return Detector(model, card, backend=OnnxBackend(DEFAULT_INT8), source="default (int8 onnx)", **options)
     if backend == "onnx":
         raise CheckpointError(f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first")
     model, card = load_checkpoint(path)
