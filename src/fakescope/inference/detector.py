@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -43,7 +43,6 @@ class PreparedImage:
     faces: list[dict]
     skipped_faces: list[dict]
     fallback: str | None
-    timing_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
