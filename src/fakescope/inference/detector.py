@@ -233,28 +233,39 @@ class Detector:
     def score_chunk(self, chunk: PreparedChunk, batch_size: int = 32, explain: bool = False) -> list[dict]:
         """The model's half of `predict_batch`: one result per source of a prepared chunk."""
         started = time.perf_counter()
-        all_crops = [crop for item in chunk.images.values() for crop in item.crops]
-        scores = iter(self.score_crops(all_crops, batch_size).tolist())
-        heatmaps = iter(self._heatmaps(all_crops, explain))
+        scored = dict(zip(chunk.images, self._score_images(list(chunk.images.values()), batch_size, explain)))
         timing = {**chunk.timing, "model": (time.perf_counter() - started) * 1000 / max(len(chunk.images), 1)}
         results = []
         for i, name in enumerate(chunk.names):
             if i in chunk.errors:
                 results.append({"file": name, "kind": "image", "error": chunk.errors[i]})
                 continue
-            item = chunk.images[i]
+            crop_scores, crop_maps = scored[i]
+            results.append(self._image_result(name, chunk.images[i], crop_scores, crop_maps, timing))
+        return results
+
+    def _score_images(
+        self, items: list[PreparedImage], batch_size: int, explain: bool
+    ) -> list[tuple[list[float], list[str | None]]]:
+        """Every crop of `items` in shared forwards; per item its crop scores and heat maps,
+        also written into its face dicts."""
+        crops = [crop for item in items for crop in item.crops]
+        scores = iter(self.score_crops(crops, batch_size).tolist())
+        heatmaps = iter(self._heatmaps(crops, explain))
+        scored = []
+        for item in items:
             crop_scores = [next(scores) for _ in item.crops]
             crop_maps = [next(heatmaps) for _ in item.crops]
-            results.append(self._image_result(name, item, crop_scores, crop_maps, timing))
-        return results
+            for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
+                face["p_fake"] = round(score, 6)
+                if heatmap:
+                    face["heatmap"] = heatmap
+            scored.append((crop_scores, crop_maps))
+        return scored
 
     def _image_result(
         self, name: str, item: PreparedImage, crop_scores: list[float], crop_maps: list[str | None], timing: dict
     ) -> dict:
-        for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
-            face["p_fake"] = round(score, 6)
-            if heatmap:
-                face["heatmap"] = heatmap
         top = int(np.argmax(crop_scores))
         extra = {"heatmap": crop_maps[0]} if item.fallback and crop_maps[0] else {}
         return {
@@ -296,17 +307,9 @@ class Detector:
 
     def score_video(self, video: PreparedVideo, batch_size: int = 32, explain: bool = False) -> dict:
         started = time.perf_counter()
-        all_crops = [crop for p in video.frames for crop in p.crops]
-        scores = iter(self.score_crops(all_crops, batch_size).tolist())
-        heatmaps = iter(self._heatmaps(all_crops, explain))
         timeline = []
-        for frame, item in zip(video.sampled, video.frames):
-            crop_scores = [next(scores) for _ in item.crops]
-            crop_maps = [next(heatmaps) for _ in item.crops]
-            for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
-                face["p_fake"] = round(score, 6)
-                if heatmap:
-                    face["heatmap"] = heatmap
+        scored = self._score_images(video.frames, batch_size, explain)
+        for frame, item, (crop_scores, _maps) in zip(video.sampled, video.frames, scored):
             timeline.append(
                 {
                     "frame": frame.index,
