@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fakescope.batching import BATCH_SIZE
+
 app = typer.Typer(
     name="fakescope",
     help="Tell real face images and videos from deepfakes; train, evaluate and audit detectors.",
@@ -102,7 +104,7 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="train, val, test or all."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the card's threshold."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: evaluation-<timestamp> beside the checkpoint's run)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Crops per forward."),
     robustness: bool = typer.Option(
         False, "--robustness", help="Also score under JPEG 95/75/50/30, blur, noise and downscaling (AUC, accuracy, plot)."
     ),
@@ -146,7 +148,7 @@ def calibrate(
     bins: int = typer.Option(15, "--bins", help="Bins for ECE and the reliability diagram."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: <run>/calibrated; pass -o for a detector outside a run dir)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing calibration there."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Crops per forward."),
 ) -> None:
     """Fit temperature and decision threshold on validation data; write a calibrated detector."""
     from fakescope.evaluation.calibrate import calibrate_checkpoint
@@ -263,7 +265,7 @@ def scan(
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the card's threshold."),
     no_faces: bool = typer.Option(False, "--no-faces", help="Score whole images (for detectors trained that way)."),
     frames: int = typer.Option(32, "--frames", min=1, help="Frames sampled per video."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", min=1, help="Images per chunk and crops per forward."),
     workers: int = typer.Option(2, "--workers", min=0, help="Threads that decode and find faces while the model runs (0: none)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Refuse images above this many pixels."),
     table_limit: int = typer.Option(200, "--table-limit", help="Rows shown in the terminal table."),

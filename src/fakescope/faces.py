@@ -18,6 +18,9 @@ import cv2
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
+from torch import nn
+
+from fakescope.batching import bucket_size, pad_batch
 
 # MTCNN's own default for the smallest face it searches for; below about 20 px (in the image
 # it runs on) its first network sees too little of a face to be reliable.
@@ -27,6 +30,8 @@ _SMALLEST_SEARCHED_FACE = 20
 _SEARCH_SHARE = 0.75
 # Images per MTCNN call: bounds the memory of one batch of 1024-px images and their pyramid.
 _MAX_BATCH = 8
+# facenet-pytorch feeds its second and third networks at most this many candidate boxes at once.
+_MAX_CANDIDATES = 512
 
 
 @dataclass
@@ -102,6 +107,10 @@ class FaceDetector:
             .eval()
             .to(memory_format=torch.channels_last)
         )
+        # The refinement networks see as many boxes as the first network proposed: any count
+        # up to 512, each a new shape for PyTorch's kernel caches (see fakescope.batching).
+        self._mtcnn.rnet = _BucketedBatches(self._mtcnn.rnet, _MAX_CANDIDATES)
+        self._mtcnn.onet = _BucketedBatches(self._mtcnn.onet, _MAX_CANDIDATES)
 
     def detect(self, image: np.ndarray) -> FaceDetection:
         return self.detect_batch([image])[0]
@@ -188,6 +197,20 @@ class FaceDetector:
         kept.sort(key=lambda face: face.side, reverse=True)
         skipped.sort(key=lambda item: item[0].side, reverse=True)
         return FaceDetection(faces=kept, skipped=skipped)
+
+
+class _BucketedBatches(nn.Module):
+    """Runs `network` on its batch zero-padded to a bucketed size; returns the real rows only."""
+
+    def __init__(self, network: nn.Module, largest: int):
+        super().__init__()
+        self.network = network
+        self.largest = largest
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = len(batch)
+        outputs = self.network(pad_batch(batch, bucket_size(count, self.largest)))
+        return tuple(output[:count] for output in outputs)
 
 
 def _check_image(image: np.ndarray, position: int) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from fakescope.batching import BATCH_SIZE
 from fakescope.config import DataConfig
 from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataSplits, Sample, discover
@@ -109,7 +110,7 @@ def score_split(
     data_dir: Path,
     split: str,
     perturbation: Perturbation | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     num_workers: int = 2,
 ) -> ScoredSplit:
     """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes),
@@ -192,7 +193,7 @@ def evaluate_checkpoint(
     out_dir: Path,
     split: str = "test",
     threshold: float | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     num_workers: int = 2,
     robustness: bool = False,
 ) -> dict:

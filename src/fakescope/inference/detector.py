@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakescope.batching import BATCH_SIZE, bucket_size, pad_batch
 from fakescope.data.augment import build_transform
 from fakescope.faces import FaceDetection, FaceDetector, crop_face
 from fakescope.inference.backends import Backend, TorchBackend
@@ -128,20 +129,22 @@ class Detector:
     # -- the model ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Logit of P(fake) for each crop (RGB uint8), before temperature; one forward per batch."""
         logits = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
-            outputs = torch.from_numpy(self.backend.logits(batch))
+            # A chunk's last, smaller batch is padded to a few sizes (fakescope.batching).
+            padded = pad_batch(batch, bucket_size(len(batch), batch_size))
+            outputs = torch.from_numpy(self.backend.logits(padded)[: len(batch)])
             logits.append(fake_logit(outputs, self.card).float().numpy())
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
-    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(fake) for each crop (RGB uint8), with the card's temperature."""
         return probabilities(self.crop_logits(crops, batch_size), self.card.temperature)
 
-    def image_logits(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def image_logits(self, images: list[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Per image, the logit that `predict` thresholds (after temperature): the largest over
         its faces, or the whole image's when it has none. What evaluation and calibration score."""
         prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
@@ -181,7 +184,7 @@ class Detector:
         return self.predict_batch([source], explain=explain)[0]
 
     def predict_batch(
-        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False
+        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = BATCH_SIZE, explain: bool = False
     ) -> list[dict]:
         """Many images; faces from all of them share forwards of `batch_size` crops.
 
@@ -191,7 +194,7 @@ class Detector:
         return list(self.iter_predict(sources, batch_size, explain))
 
     def iter_predict(
-        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = 32, explain: bool = False, workers: int = 0
+        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = BATCH_SIZE, explain: bool = False, workers: int = 0
     ) -> Iterator[dict]:
         """`predict_batch` as a stream: results come out chunk by chunk, in input order.
 
@@ -230,7 +233,7 @@ class Detector:
         }
         return PreparedChunk([_name(source) for source in sources], prepared, errors, timing)
 
-    def score_chunk(self, chunk: PreparedChunk, batch_size: int = 32, explain: bool = False) -> list[dict]:
+    def score_chunk(self, chunk: PreparedChunk, batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """The model's half of `predict_batch`: one result per source of a prepared chunk."""
         started = time.perf_counter()
         scored = dict(zip(chunk.images, self._score_images(list(chunk.images.values()), batch_size, explain)))
@@ -293,7 +296,7 @@ class Detector:
 
     # -- videos --------------------------------------------------------------------------------
 
-    def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = 32, explain: bool = False) -> dict:
+    def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = BATCH_SIZE, explain: bool = False) -> dict:
         """Sample `frames` evenly; score faces per frame (max); the video is the mean over frames with faces."""
         return self.score_video(self.prepare_video(path, frames), batch_size, explain)
 
@@ -305,7 +308,7 @@ class Detector:
         prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
         return PreparedVideo(str(path), sampled, prepared, (time.perf_counter() - started) * 1000)
 
-    def score_video(self, video: PreparedVideo, batch_size: int = 32, explain: bool = False) -> dict:
+    def score_video(self, video: PreparedVideo, batch_size: int = BATCH_SIZE, explain: bool = False) -> dict:
         started = time.perf_counter()
         timeline = []
         scored = self._score_images(video.frames, batch_size, explain)

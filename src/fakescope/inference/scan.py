@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterable, Iterator
 
+from fakescope.batching import BATCH_SIZE
 from fakescope.inference.detector import Detector, PreparedChunk, PreparedVideo
 from fakescope.inference.inputs import InputProblem, ScanInput
 from fakescope.inference.pipeline import ordered_prefetch
@@ -36,7 +37,7 @@ def run_scan(
     detector: Detector,
     sink: Callable[[dict], None],
     *,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     frames: int = 32,
     explain: bool = False,
     workers: int = 0,

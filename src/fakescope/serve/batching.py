@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fakescope.batching import BATCH_SIZE
+
 ScoreFn = Callable[[Sequence[np.ndarray], int], np.ndarray]
 
 
@@ -42,7 +44,7 @@ class MicroBatcher:
         self,
         score_fn: ScoreFn,
         *,
-        max_batch_crops: int = 32,
+        max_batch_crops: int = BATCH_SIZE,
         max_wait_ms: float = 10.0,
         model_lock: threading.Lock | None = None,
     ):

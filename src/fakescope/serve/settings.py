@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakescope.batching import BATCH_SIZE
 from fakescope.io.images import DEFAULT_MAX_PIXELS
 
 API_KEY_ENV = "FAKESCOPE_API_KEY"
@@ -24,7 +25,7 @@ class ServeSettings:
     max_files: int = 16  # images per request; a video comes alone
     video_frames: int = 16
     # Micro-batching: the worker waits at most `max_wait_ms` for more requests to fill a batch.
-    max_batch_crops: int = 32
+    max_batch_crops: int = BATCH_SIZE
     max_wait_ms: float = 10.0
     # Requests admitted at once (reading, decoding, queued, on the model); more get 503.
     max_queue: int = 32
