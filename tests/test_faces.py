@@ -115,8 +115,9 @@ def test_large_image_is_downscaled_and_boxes_map_back(detector, face_patch):
     assert np.allclose(big_face.landmarks / factor, small_face.landmarks, atol=tolerance)
 
     # Detection ran on the 1024x768 copy: detecting on that copy and scaling by hand agrees.
-    # (A 20-px minimum face keeps the copy itself from being scaled down again.)
-    searching_small_faces = FaceDetector(min_face_size=20)
+    # (A 20-px minimum face keeps the copy itself from being scaled down again; keeping faces
+    # of any size relative to the largest rules out the coarse first search.)
+    searching_small_faces = FaceDetector(min_face_size=20, relative_min=0.0)
     copy = cv2.resize(big, (1024, 768), interpolation=cv2.INTER_AREA)
     copy_face = searching_small_faces.detect(copy).faces[0]
     big_face = searching_small_faces.detect(big).faces[0]
@@ -135,6 +136,43 @@ def test_detection_searches_a_copy_scaled_to_the_smallest_face_worth_finding(fac
     result = detector.detect(scene)
     assert shapes == [(200, 300)]  # 300 x 450 scaled by 20 / (0.75 x 40)
     assert len(result.faces) == 1 and 0 < result.faces[0].box[0] < 450
+
+
+def _searched_shapes(detector: FaceDetector, monkeypatch) -> list[tuple[int, int]]:
+    shapes: list[tuple[int, int]] = []
+    original = detector._run_mtcnn
+    monkeypatch.setattr(detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch))
+    return shapes
+
+
+def test_a_large_face_in_a_large_photo_is_settled_by_the_coarse_search(face_patch, monkeypatch):
+    """A 1024-px portrait: the 320-px copy finds the faces worth keeping, the fine search is skipped."""
+    photo = np.full((1024, 1024, 3), 200, np.uint8)
+    paste(photo, face_patch, 3.0, 40, 100)  # about 345 px
+    paste(photo, face_patch, 2.0, 620, 500)  # about 230 px: over half the largest, kept
+    detector = FaceDetector()
+    shapes = _searched_shapes(detector, monkeypatch)
+    coarse = detector.detect(photo)
+    assert shapes == [(320, 320)]
+
+    monkeypatch.setattr("fakescope.faces._COARSE_SIDE", 10**6)  # no coarse search: 683-px copy
+    fine = detector.detect(photo)
+    assert shapes[1:] == [(683, 683)]
+    assert len(coarse.faces) == len(fine.faces) == 2
+    # MTCNN's boxes move by a few percent between search scales; its landmarks less.
+    for a, b in zip(coarse.faces, fine.faces):
+        assert np.allclose(a.box, b.box, atol=0.1 * b.side)
+        assert np.allclose(a.landmarks, b.landmarks, atol=0.05 * b.side)
+
+
+def test_a_small_face_in_a_large_photo_gets_the_fine_search(face_patch, monkeypatch):
+    photo = np.full((1024, 1024, 3), 200, np.uint8)
+    paste(photo, face_patch, 0.5, 400, 400)  # about 58 px: under the coarse copy's reach x 1.5
+    detector = FaceDetector()
+    shapes = _searched_shapes(detector, monkeypatch)
+    result = detector.detect(photo)
+    assert shapes == [(320, 320), (683, 683)]
+    assert len(result.faces) == 1 and 400 < result.faces[0].box[0] < 470
 
 
 def test_detect_batch_equals_detect_on_each_image(detector, face_patch):

@@ -6,7 +6,10 @@ image. The copy is no larger than `detect_max_side` (a 4000-px photo then costs 
 1000-px one does), and no larger than needed to find the faces worth scoring: MTCNN's
 smallest searched face is 20 px, so the copy is scaled until 3/4 of `min_face_size` is 20 px
 (a 250-px photo is searched at 167 px for the default 40-px minimum). Most of MTCNN's cost is
-its first network over an image pyramid, which grows with the area searched.
+its first network over an image pyramid, and the resampling of that pyramid, which grow with
+the area searched. So a large photo is first searched coarsely (a 320-px copy); only when the
+faces found there leave room for a face worth keeping that the coarse search could not see is
+it searched again at the full detail (see `FaceDetector.detect_batch`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ _SMALLEST_SEARCHED_FACE = 20
 _SEARCH_SHARE = 0.75
 # Images per MTCNN call: bounds the memory of one batch of 1024-px images and their pyramid.
 _MAX_BATCH = 8
+# The coarse first search of a large photo runs on a copy this long (px, longer side).
+_COARSE_SIDE = 320
+# The coarse search settles a photo when faces of relative_min x the largest face's side are at
+# least this many times its smallest searched face: MTCNN is less sure near its 20-px limit.
+_COARSE_MARGIN = 1.5
 # facenet-pytorch feeds its second and third networks at most this many candidate boxes at once.
 _MAX_CANDIDATES = 512
 
@@ -118,37 +126,58 @@ class FaceDetector:
     def detect_batch(self, images: list[np.ndarray]) -> list[FaceDetection]:
         """Detect faces in each image (HxWx3 uint8 RGB).
 
-        MTCNN batches only images of one shape, so each image is first downscaled to the
-        detection size and the images that then share a shape (frames of one video, a data set
-        of equal-sized crops) run together; images of other shapes run in their own batches.
+        A photo larger than the coarse copy (320 px) is searched there first. That search
+        settles it when every face worth keeping, one of at least `relative_min` times the
+        largest face found, is big enough for the coarse copy to show it (1.5 x MTCNN's 20 px);
+        otherwise, and for smaller photos, the search runs on the copy scaled to the smallest
+        face worth finding. A portrait photo then costs a search of 320 px, not of 683. Faces
+        under `relative_min` times the largest are skipped either way, but after a settled
+        coarse search only those the coarse copy shows are listed among the skipped.
         """
         for position, image in enumerate(images):
             _check_image(image, position)
-        small = [self._downscale(image) for image in images]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for position, image in enumerate(small):
-            groups.setdefault(image.shape[:2], []).append(position)
+        fine = [self._fine_scale(image) for image in images]
+        coarse = [min(scale, _COARSE_SIDE / max(image.shape[:2])) for image, scale in zip(images, fine)]
+        found: list[list[Face] | None] = [None] * len(images)
+        large = [i for i in range(len(images)) if coarse[i] < fine[i]]
+        for i, faces in zip(large, self._search([images[i] for i in large], [coarse[i] for i in large])):
+            if self._settles(faces, coarse[i]):
+                found[i] = faces
+        rest = [i for i in range(len(images)) if found[i] is None]
+        for i, faces in zip(rest, self._search([images[i] for i in rest], [fine[i] for i in rest])):
+            found[i] = faces
+        return [self._filter(faces) for faces in found]
 
-        results: dict[int, FaceDetection] = {}
+    def _fine_scale(self, image: np.ndarray) -> float:
+        """The scale at which MTCNN's smallest face is 3/4 of `min_face_size` (at most 1)."""
+        smallest_searched = _SEARCH_SHARE * self.min_face_size
+        longer = max(image.shape[:2])
+        return min(1.0, self.detect_max_side / longer, _SMALLEST_SEARCHED_FACE / smallest_searched)
+
+    def _settles(self, faces: list[Face], scale: float) -> bool:
+        """Whether a search at `scale` could see every face `_filter` would keep beside these."""
+        sides = [f.side for f in faces if f.score >= self.score_threshold and f.side >= self.min_face_size]
+        reach = _SMALLEST_SEARCHED_FACE / scale  # the smallest face found, in original pixels
+        return bool(sides) and self.relative_min * max(sides) >= _COARSE_MARGIN * reach
+
+    def _search(self, images: list[np.ndarray], scales: list[float]) -> list[list[Face]]:
+        """MTCNN's faces in each image, searched on a copy resized by its scale.
+
+        MTCNN batches only images of one shape, so the copies that share a shape (frames of
+        one video, a data set of equal-sized photos) run together, `_MAX_BATCH` at a time.
+        """
+        copies = [_resized(image, scale) for image, scale in zip(images, scales)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, copy in enumerate(copies):
+            groups.setdefault(copy.shape[:2], []).append(position)
+        found: dict[int, list[Face]] = {}
         for shape, positions in groups.items():
             for start in range(0, len(positions), _MAX_BATCH):
                 chunk = positions[start : start + _MAX_BATCH]
-                raw = self._run_mtcnn(np.stack([small[p] for p in chunk]))
+                raw = self._run_mtcnn(np.stack([copies[p] for p in chunk]))
                 for position, (boxes, scores, points) in zip(chunk, raw):
-                    original = images[position].shape[:2]
-                    faces = _to_original(boxes, scores, points, shape, original)
-                    results[position] = self._filter(faces)
-        return [results[position] for position in range(len(images))]
-
-    def _downscale(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        smallest_searched = _SEARCH_SHARE * self.min_face_size
-        scale = min(self.detect_max_side / max(height, width), _SMALLEST_SEARCHED_FACE / smallest_searched)
-        if scale >= 1.0:
-            return image
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        # OpenCV refuses views with negative strides (a flipped array).
-        return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+                    found[position] = _to_original(boxes, scores, points, shape, images[position].shape[:2])
+        return [found[position] for position in range(len(images))]
 
     def _run_mtcnn(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Boxes (N, 4), scores (N,) and landmarks (N, 5, 2) per image of an equal-shape batch."""
@@ -211,6 +240,15 @@ class _BucketedBatches(nn.Module):
         count = len(batch)
         outputs = self.network(pad_batch(batch, bucket_size(count, self.largest)))
         return tuple(output[:count] for output in outputs)
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale >= 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # OpenCV refuses views with negative strides (a flipped array).
+    return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
 
 
 def _check_image(image: np.ndarray, position: int) -> None:
