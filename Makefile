@@ -56,7 +56,7 @@ WEIGHTS := src/fakescope/weights
 default-weights: install
 	@test -n "$(RUN)" || (echo "usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS" >&2 && exit 1)
 	$(BIN)/fakescope calibrate $(RUN)/checkpoints/best.ckpt $(DATASETS:%=--data crops/%) -o $(RUN)/calibrated
-	$(BIN)/fakescope export $(RUN)/calibrated/detector.safetensors --int8 --calibration-data crops/faceswap-lfw -o $(RUN)/export
+	$(BIN)/fakescope export $(RUN)/calibrated/detector.safetensors --int8 $(DATASETS:%=--calibration-data crops/%) -o $(RUN)/export
 	mkdir -p $(WEIGHTS)
 	cp $(RUN)/calibrated/detector.safetensors $(WEIGHTS)/default.safetensors
 	cp $(RUN)/calibrated/detector.json $(WEIGHTS)/default.json
@@ -64,7 +64,7 @@ default-weights: install
 # Issue 5's benchmark suite (minutes each; run on a quiet machine). JSON in benchmarks/results/.
 RESULTS := benchmarks/results
 bench: install
-	$(BIN)/python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw --out $(RESULTS)/model_throughput.json
+	$(BIN)/python benchmarks/model_throughput.py --model default --calibration $(DATASETS:%=crops/%) --out $(RESULTS)/model_throughput.json
 	$(BIN)/python benchmarks/scan_throughput.py --model default --files 500 --out $(RESULTS)/scan_faceswap_lfw_500.json
 	$(BIN)/python benchmarks/scan_throughput.py --model default --files 100 --side 1024 --out $(RESULTS)/scan_1024px_100.json
 	$(BIN)/python benchmarks/scan_memory.py --model default --files 10000 --out $(RESULTS)/scan_memory_10000.json

@@ -1,6 +1,6 @@
 """Model-only inference throughput on this CPU: eager PyTorch, bf16 PyTorch, ONNX Runtime fp32 and INT8.
 
-    python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw --out model.json
+    python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw crops/photoshop-ciplab crops/dfdc-faces --out model.json
     python benchmarks/model_throughput.py --detector lite0 --batches 1 16 64 --out model.json
 
 --model times a trained detector ('default' or a checkpoint) at its card's input size. Without
@@ -73,11 +73,11 @@ def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
 
 
 def build_variants(
-    model: torch.nn.Module, name: str, folder: Path, calibration_dir: Path | None, calibration_crops: int
+    model: torch.nn.Module, name: str, folder: Path, calibration_dirs: list[Path], calibration_crops: int
 ) -> dict[str, Backend]:
     metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
     fp32_path = export_onnx(copy.deepcopy(model), metadata, folder / "model.onnx")
-    calibration = crop_sets(model.card, calibration_dir, count=calibration_crops).calibration
+    calibration = crop_sets(model.card, calibration_dirs, count=calibration_crops).calibration
     int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, metadata)
     variants: dict[str, Backend] = {
         "torch_eager_fp32": TorchBackend(copy.deepcopy(model), precision="fp32", channels_last=False),
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="'default' or a trained checkpoint (overrides --detector)")
     parser.add_argument("--detector", default="lite0")
-    parser.add_argument("--calibration", type=Path, help="a folder of faces to calibrate INT8 with")
+    parser.add_argument("--calibration", type=Path, nargs="*", default=[], help="folders of faces to calibrate INT8 with")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="per variant, batch size and round")
@@ -138,7 +138,7 @@ def main() -> None:
         "detector": name,
         "input_size": size,
         "weights": "trained checkpoint" if args.model else ("ImageNet backbone" if not args.no_pretrained else "random"),
-        "calibration": str(args.calibration) if args.calibration else "generated toy faces",
+        "calibration": [str(folder) for folder in args.calibration] or "generated toy faces",
         "gflop_per_image": round(flops / 1e9, 4),
         "cpu": platform.processor() or platform.machine(),
         "physical_cores": cores,

@@ -161,13 +161,20 @@ def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_dat
     from fakescope.export.quantize import crop_sets
 
     _, card = load_checkpoint(checkpoint)
-    sets = crop_sets(card, toy_data / "real", count=4)
+    sets = crop_sets(card, [toy_data / "real"], count=4)
     assert sets.calibration.shape == sets.held_out.shape == (4, 3, card.input_size, card.input_size)
     assert not np.allclose(sets.calibration, sets.held_out)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.jpg").write_bytes(next((toy_data / "real").iterdir()).read_bytes())
     with pytest.raises(ExportError, match="at least two readable images"):
-        crop_sets(card, tmp_path / "one", count=4)
+        crop_sets(card, [tmp_path / "one"], count=4)
+
+
+def test_calibration_draws_evenly_from_several_folders():
+    from fakescope.export.quantize import interleave
+
+    assert interleave([["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]) == ["a1", "b1", "c1", "a2", "c2", "a3"]
+    assert interleave([[], ["b1"]]) == ["b1"]
 
 
 @pytest.mark.slow

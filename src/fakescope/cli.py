@@ -375,7 +375,9 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Also write a static INT8 model (QDQ, per-channel weights)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: export/ beside the checkpoint)."),
-    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help="Images to calibrate INT8 with (default: generated toy faces)."),
+    calibration_data: Optional[list[Path]] = typer.Option(
+        None, "--calibration-data", help="Images to calibrate INT8 with; repeat to draw evenly from several folders (default: generated toy faces)."
+    ),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled data dir: AUC of each variant against PyTorch."),
     split: str = typer.Option("all", "--split", help="Split of --eval-data: train, val, test or all."),
 ) -> None:
@@ -385,7 +387,7 @@ def export(
     from fakescope.export.onnx import ExportError, export_command
 
     try:
-        report = export_command(checkpoint, fmt, int8, out, calibration_data, eval_data, eval_split=split)
+        report = export_command(checkpoint, fmt, int8, out, calibration_data or [], eval_data, eval_split=split)
     except (CheckpointError, DataError, ExportError, FileNotFoundError, ValueError) as error:
         fail(str(error))
     table = Table(title=f"parity against {report['reference']} on {report['inputs']['n']} held-out crops")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -104,7 +105,7 @@ def export_command(
     fmt: str = "onnx",
     int8: bool = False,
     out_dir: str | Path | None = None,
-    calibration_dir: str | Path | None = None,
+    calibration_dirs: Sequence[str | Path] = (),
     labelled_dir: str | Path | None = None,
     calibration_crops: int = 64,
     eval_split: str = "all",
@@ -114,8 +115,9 @@ def export_command(
 
     out_dir: default `export/` beside the checkpoint. Writes NAME.onnx + NAME.json,
     NAME.int8.onnx + NAME.int8.json with `int8`, and parity.json (NAME: the detector's name).
-    calibration_dir: images to calibrate INT8 with (default: generated toy faces). Its files
-    are split in two: half calibrate, the other half check parity on unseen crops.
+    calibration_dirs: folders of images to calibrate INT8 with, drawn from evenly (default:
+    generated toy faces). Their files are split in two: half calibrate, the other half check
+    parity on unseen crops.
     labelled_dir: a labelled data dir: AUC of every variant on its `eval_split`.
     """
     from fakescope.export.parity import parity_report
@@ -128,7 +130,7 @@ def export_command(
     metadata = {**read_metadata(checkpoint), "source_checkpoint": str(checkpoint)}
     out_dir = Path(out_dir) if out_dir else checkpoint.resolve().parent / "export"
     files = {"onnx": export_onnx(model, metadata, out_dir / f"{card.name}.onnx")}
-    crops = crop_sets(card, Path(calibration_dir) if calibration_dir else None, count=calibration_crops)
+    crops = crop_sets(card, [Path(folder) for folder in calibration_dirs], count=calibration_crops)
     if int8:
         files["onnx_int8"] = quantize_int8(files["onnx"], out_dir / f"{card.name}.int8.onnx", crops.calibration, metadata)
     report = parity_report(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -57,27 +59,42 @@ class CropReader(CalibrationDataReader):
 
 
 def crop_sets(
-    card: DetectorCard, calibration_dir: Path | None = None, count: int = CALIBRATION_CROPS, seed: int = 0
+    card: DetectorCard, calibration_dirs: Sequence[Path] = (), count: int = CALIBRATION_CROPS, seed: int = 0
 ) -> CropSets:
-    """Calibration and held-out crops from a folder of images, or from generated toy faces."""
+    """Calibration and held-out crops from folders of images, or from generated toy faces.
+
+    Several folders are drawn from evenly (their shuffled files interleaved): activation ranges
+    fitted to one data set's faces clip another's.
+    """
     if count < 1:
         raise ValueError(f"the calibration set needs at least one crop, got count={count}")
-    if calibration_dir is None:
+    if not calibration_dirs:
         return CropSets(
             _toy_crops(card, count, seed),
             _toy_crops(card, count, seed + 1),
             f"generated toy faces (fakescope.data.toy, seeds {seed} and {seed + 1})",
         )
-    files = find_images(calibration_dir)
-    random.Random(seed).shuffle(files)
+    per_folder = []
+    for folder in calibration_dirs:
+        files = find_images(folder)
+        random.Random(seed).shuffle(files)
+        per_folder.append(files)
+    files = interleave(per_folder)
     # Alternate files between the two sets so they never share an image.
     calibration = _folder_crops(card, files[0::2], count)
     held_out = _folder_crops(card, files[1::2], count)
+    folders = ", ".join(str(folder) for folder in calibration_dirs)
     if len(calibration) == 0 or len(held_out) == 0:
-        raise ExportError(
-            f"{calibration_dir}: needs at least two readable images (one to calibrate, one to check)"
-        )
-    return CropSets(calibration, held_out, f"{calibration_dir} ({len(files)} images, seed {seed})")
+        raise ExportError(f"{folders}: needs at least two readable images (one to calibrate, one to check)")
+    return CropSets(calibration, held_out, f"{folders} ({len(files)} images, seed {seed})")
+
+
+def interleave(lists: Sequence[list]) -> list:
+    """[a1, b1, a2, b2, a3, ...]: every prefix draws evenly from the lists still running."""
+    return [item for item in chain.from_iterable(zip_longest(*lists, fillvalue=_GAP)) if item is not _GAP]
+
+
+_GAP = object()
 
 
 def _toy_crops(card: DetectorCard, count: int, seed: int) -> np.ndarray:
