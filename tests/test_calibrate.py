@@ -90,6 +90,29 @@ def test_calibrate_writes_a_detector_whose_card_carries_the_fit(run_copy: Path, 
     assert _state_dicts_equal(original, calibrated)
 
 
+def test_an_exported_int8_model_is_calibrated_on_its_own_scores(run_copy: Path, toy_data: Path):
+    from fakescope.export.onnx import export_command
+    from fakescope.inference.loading import load_detector
+
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    int8 = Path(export_command(checkpoint, int8=True, calibration_crops=8)["files"]["onnx_int8"])
+    out = run_copy / "calibrated-int8"
+    report = calibrate_checkpoint(int8, [toy_data], out=out, num_workers=0)
+
+    assert report["datasets"][toy_data.name]["split_source"].endswith("split_manifest.json")
+    assert (out / "detector.onnx").is_file() and not (out / "detector.safetensors").exists()
+    calibrated = load_detector(out / "detector.onnx")
+    assert calibrated.card.temperature == report["temperature"] != 1.0
+    assert calibrated.card.threshold == report["threshold"]
+    assert json.loads((out / "detector.json").read_text())["precision"] == "int8"
+    # The same INT8 network, now deciding with its own fit.
+    image = next((toy_data / "real").iterdir())
+    logit = load_detector(int8).predict(image)["probabilities"]["fake"]
+    scaled = calibrated.predict(image)["probabilities"]["fake"]
+    raw_logit = np.log(logit / (1 - logit))
+    assert scaled == pytest.approx(1 / (1 + np.exp(-raw_logit / report["temperature"])), abs=1e-4)
+
+
 def test_calibration_repairs_an_underconfident_detector(run_copy: Path, toy_data: Path):
     # Shrinking the last layer divides every logit by 5: same ranking, timid probabilities.
     checkpoint = run_copy / "checkpoints" / "best.ckpt"

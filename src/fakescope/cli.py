@@ -140,7 +140,7 @@ def evaluate(
 
 @app.command()
 def calibrate(
-    checkpoint: Path = typer.Argument(..., help="A .ckpt from `fakescope train` or a .safetensors detector."),
+    checkpoint: Path = typer.Argument(..., help="A .ckpt, .safetensors or exported .onnx detector (an INT8 model gets its own fit)."),
     data: list[Path] = typer.Option(..., "--data", help="Labelled data dir; repeat to pool several."),
     split: str = typer.Option("val", "--split", help="val or train (never test)."),
     method: str = typer.Option("max-balanced-accuracy", "--method", help="max-balanced-accuracy or fpr."),

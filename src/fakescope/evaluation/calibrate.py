@@ -7,7 +7,10 @@ detector file, so `scan` and `evaluate` decide with them from then on.
 
 Output dir (default `<run>/calibrated/`, beside the checkpoint's `checkpoints/`):
     detector.safetensors  detector.json  calibration.json  reliability.png
-Placed there, the calibrated detector finds the run's split manifest as the checkpoint does.
+An exported model (`.onnx`, e.g. INT8) is calibrated on its own scores and written as
+detector.onnx instead: quantisation moves P(fake), so an INT8 model needs its own temperature
+and threshold. Placed there, the calibrated detector finds the run's split manifest as the
+checkpoint does.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from fakescope.checkpoint import read_metadata, save_detector
 from fakescope.evaluation.calibration import (
@@ -28,6 +32,8 @@ from fakescope.evaluation.calibration import (
     threshold_max_balanced_accuracy,
 )
 from fakescope.evaluation.evaluate import score_split
+from fakescope.export.onnx import read_onnx_metadata, write_onnx
+from fakescope.inference.detector import Detector
 from fakescope.inference.loading import load_detector
 from fakescope.models.scoring import probabilities
 from fakescope.evaluation.metrics import binary_metrics
@@ -39,10 +45,11 @@ from fakescope.utils import atomic_write_json
 CALIBRATION_SPLITS = ("val", "train")
 METHODS = ("max-balanced-accuracy", "fpr")
 DETECTOR_FILE = "detector.safetensors"
+ONNX_DETECTOR_FILE = "detector.onnx"
 METADATA_FILE = "detector.json"
 REPORT_FILE = "calibration.json"
 RELIABILITY_PLOT = "reliability.png"
-OUTPUT_FILES = (DETECTOR_FILE, METADATA_FILE, REPORT_FILE, RELIABILITY_PLOT)
+OUTPUT_FILES = (DETECTOR_FILE, ONNX_DETECTOR_FILE, METADATA_FILE, REPORT_FILE, RELIABILITY_PLOT)
 
 
 class CalibrationError(ValueError):
@@ -167,6 +174,17 @@ def _threshold_source(
     return f"{rule} on {split} of {' + '.join(names)} ({n} images), {day}"
 
 
+def _write_calibrated(checkpoint: Path, detector: Detector, card: DetectorCard, out_dir: Path) -> Path:
+    """The detector with its new card, in the checkpoint's own kind: weights or an ONNX model."""
+    if checkpoint.suffix == ".onnx":
+        metadata = {**read_onnx_metadata(checkpoint), "card": card.model_dump(mode="json")}
+        return write_onnx(onnx.load(str(checkpoint)), metadata, out_dir / ONNX_DETECTOR_FILE)
+    metadata = read_metadata(checkpoint)
+    return save_detector(
+        detector.model, card, metadata["detector"], metadata.get("options", {}), out_dir / DETECTOR_FILE
+    )
+
+
 def calibrate_checkpoint(
     checkpoint: Path,
     data_dirs: list[Path],
@@ -191,8 +209,7 @@ def calibrate_checkpoint(
         _refuse_existing(out_dir)
 
     detector = load_detector(checkpoint)
-    model, card = detector.model, detector.card
-    metadata = read_metadata(checkpoint)
+    card = detector.card
     scored = {
         data_dir.resolve().name: score_split(
             detector, checkpoint, data_dir, split, batch_size=batch_size, num_workers=num_workers
@@ -213,10 +230,7 @@ def calibrate_checkpoint(
     calibrated = card.with_updates(
         temperature=result.temperature, threshold=result.threshold, threshold_source=source
     )
-    options = metadata.get("options", {})
-    detector_path = save_detector(
-        model, calibrated, metadata["detector"], options, out_dir / DETECTOR_FILE
-    )
+    detector_path = _write_calibrated(checkpoint, detector, calibrated, out_dir)
     plot_reliability(
         labels, result.probs_before, result.probs_after, out_dir / RELIABILITY_PLOT, n_bins
     )

@@ -44,12 +44,15 @@ def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
     """The split manifest of the run that made `checkpoint`, when that run used `data_dir`.
 
     Evaluating a flat folder with the run's own split keeps its training images out of the test.
+    The run dir is looked for up to three levels above the file, nearest first, so that
+    `<run>/checkpoints/best.ckpt`, `<run>/calibrated/detector.safetensors` and an export
+    beside either (`<run>/checkpoints/export/lite0.int8.onnx`) all find it.
     """
-    run_dir = checkpoint.resolve().parent.parent
-    for manifest in sorted(run_dir.glob("split_manifest*.json")):
-        root = json.loads(manifest.read_text()).get("root")
-        if root and Path(root).resolve() == data_dir.resolve():
-            return manifest
+    for run_dir in checkpoint.resolve().parents[:3]:
+        for manifest in sorted(run_dir.glob("split_manifest*.json")):
+            root = json.loads(manifest.read_text()).get("root")
+            if root and Path(root).resolve() == data_dir.resolve():
+                return manifest
     return None
 
 
