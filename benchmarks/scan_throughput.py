@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from fakescope.batching import BATCH_SIZE
 from fakescope.data.discovery import find_images
 from fakescope.inference.detector import Detector
 from fakescope.inference.inputs import ScanInput
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/faceswap-lfw"))
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--side", type=int, help="rescale copies to this longer side first")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model")
     parser.add_argument("--backend", default="auto")
