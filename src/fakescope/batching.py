@@ -3,8 +3,11 @@
 PyTorch's CPU convolutions (oneDNN) build and cache a kernel for every input shape they meet,
 up to 1,024 per cache. A scan whose batches took every size from 1 to 512 (MTCNN's candidate
 boxes, the crops left over at the end of a chunk) kept filling those caches: its memory grew
-by about 1 GB over 6,000 files. Zero-padding each batch to the next power of two leaves a
-handful of shapes; each sample's result does not depend on the others in an eval-mode network.
+by about 1 GB over 6,000 files. Zero-padding each batch to a bucket (powers of two up to 16,
+then multiples of 16) leaves a few dozen shapes at most; each sample's result does not depend
+on the others in an eval-mode network. Multiples of 16 rather than powers of two above that:
+padding MTCNN's candidate boxes to the next power of two cost a quarter of a 250-px scan's
+speed (55 against 72 files/s), multiples of 16 waste at most 15 rows.
 
 PyTorch is imported inside `pad_batch` only, so the CLI can read `BATCH_SIZE` without it.
 """
@@ -22,11 +25,19 @@ if TYPE_CHECKING:
 BATCH_SIZE = 16
 
 
+# Batches up to this size are padded to a power of two, larger ones to a multiple of it.
+_BUCKET_STEP = 16
+
+
 def bucket_size(n: int, largest: int) -> int:
-    """The next power of two from `n`, but never above `largest` (nor below `n`)."""
+    """`n` rounded up to its bucket, but never above `largest` (nor below `n`)."""
     if n < 1:
         raise ValueError(f"a batch holds at least one sample, got {n}")
-    return min(1 << (n - 1).bit_length(), max(n, largest))
+    if n <= _BUCKET_STEP:
+        size = 1 << (n - 1).bit_length()
+    else:
+        size = -(-n // _BUCKET_STEP) * _BUCKET_STEP
+    return min(size, max(n, largest))
 
 
 def pad_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
