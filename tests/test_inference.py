@@ -107,7 +107,9 @@ def test_multi_face_image_scores_each_face_and_takes_the_max(face_detector: Dete
     assert result["probabilities"]["fake"] == pytest.approx(max(scores), abs=1e-6)
     assert result["face"]["p_fake"] == max(scores)
     assert result["fallback"] is None
-    assert len(result["skipped_faces"]) == 1 and "px" in result["skipped_faces"][0]["reason"]
+    # The 29-px face is under half the largest, so the coarse search of this 900-px photo
+    # settles it without searching that small (FaceDetector.detect_batch): not listed.
+    assert result["skipped_faces"] == []
 
 
 def test_no_face_falls_back_to_the_whole_image_and_says_so(face_detector: Detector):

@@ -77,7 +77,8 @@ class FaceDetector:
     largest face's side go to `FaceDetection.skipped` (background people, faces on posters).
     Faces down to 3/4 of `min_face_size` are searched, so faces a little under it are reported
     as skipped rather than silently missed; smaller ones, and faces under 20 px of the
-    detection image (78 px of a 4000-px photo), are not found at all.
+    detection image (78 px of a 4000-px photo), are not found at all. A large photo settled by
+    the coarse search (see `detect_batch`) lists only the skipped faces that search could see.
 
     `detect` and `detect_batch` keep no state between calls and the networks are only read,
     so one detector may be shared by the threads of a producer pool; give each process its
