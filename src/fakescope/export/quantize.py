@@ -12,7 +12,6 @@ import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +90,8 @@ def crop_sets(
 
 def interleave(lists: Sequence[list]) -> list:
     """[a1, b1, a2, b2, a3, ...]: every prefix draws evenly from the lists still running."""
-    return [item for item in chain.from_iterable(zip_longest(*lists, fillvalue=_GAP)) if item is not _GAP]
-
-
-_GAP = object()
+    longest = max((len(items) for items in lists), default=0)
+    return [items[i] for i in range(longest) for items in lists if i < len(items)]
 
 
 def _toy_crops(card: DetectorCard, count: int, seed: int) -> np.ndarray:
