@@ -18,10 +18,12 @@ from fakescope.data.dataset import collate_skip_broken
 from fakescope.data.discovery import DataError, Sample
 from fakescope.data.sbi import (
     MASK_KINDS,
+    Donor,
     EpochKeySampler,
     SbiConfig,
     SelfBlendedDataset,
     landmarks_for,
+    pick_donor,
     self_blend,
     self_blend_details,
     synthesize_sbi,
@@ -252,6 +254,9 @@ def test_bad_input_is_refused_with_a_clear_message(image, landmarks, message):
         {"part_kinds": ()},
         {"part_kinds": ("ears",)},
         {"rgb_shift_prob": 1.5},
+        {"splice_prob": 1.5},
+        {"splice_colour_match": (0.8, 0.2)},
+        {"splice_colour_match": (0.5, 1.5)},
         {"unknown_field": 1},
     ],
 )
@@ -262,6 +267,112 @@ def test_config_rejects_bad_values(overrides):
 
 def test_config_accepts_parts_off_and_no_part_kinds():
     assert SbiConfig(part_mask_prob=0.0, part_kinds=()).part_kinds == ()
+
+
+# --- splices ------------------------------------------------------------------------------
+
+# Splices whose donor pixels arrive untouched: no colour matching, no appearance jitter (one
+# step is always drawn: an RGB shift of 0), no misalignment, full blend.
+PLAIN_SPLICE = SbiConfig(
+    splice_prob=1.0,
+    splice_colour_match=(0.0, 0.0),
+    rgb_shift_prob=1.0,
+    rgb_shift_limit=0.0,
+    hsv_prob=0.0,
+    brightness_contrast_prob=0.0,
+    frequency_prob=0.0,
+    scale_range=(1.0, 1.0),
+    translate_limit=0.0,
+    source_elastic=0.0,
+    blend_ratios=(1.0,),
+)
+PART_CENTRES = np.array([*EYES, (EYES.mean(axis=0) + NOSE) / 2, MOUTH.mean(axis=0)])
+
+
+def rotated_and_enlarged(image: np.ndarray, points: np.ndarray, angle: float, scale: float):
+    """The image turned about its centre and scaled onto a larger canvas, and its points too."""
+    side = round(image.shape[0] * scale)
+    matrix = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), angle, scale)
+    matrix[:, 2] += (side - image.shape[0]) / 2
+    moved = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    return moved, (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def test_splice_pastes_the_donor_aligned_by_its_landmarks():
+    target = textured_image(seed=0)
+    donor_image = textured_image(seed=5)
+    # The donor is seen turned and larger: its parts must still land on the target's.
+    turned, turned_points = rotated_and_enlarged(donor_image, LANDMARKS, angle=25, scale=1.6)
+    for seed in range(6):
+        result = self_blend_details(
+            target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, Donor(turned, turned_points)
+        )
+        assert result.kind == "splice"
+        full = result.mask > 0.99
+        assert full.any()
+        # Where the donor counts fully, the fake is the donor as it was before turning.
+        assert np.abs(result.fake[full].astype(int) - donor_image[full].astype(int)).mean() < 4
+        outside = result.mask == 0
+        assert np.array_equal(result.fake[outside], target[outside])
+
+
+def test_splice_masks_are_sets_of_the_four_parts():
+    target = textured_image()
+    donor = Donor(textured_image(seed=3), LANDMARKS)
+    covered = []
+    for seed in range(40):
+        result = self_blend_details(target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, donor)
+        assert result.kind == "splice"
+        assert support_reach(result.mask, PART_CENTRES) < 0.8 * EYE_DISTANCE
+        covered.append(tuple(value_at(result.mask, centre) > 0.5 for centre in PART_CENTRES))
+    assert all(any(parts) for parts in covered)
+    assert [any(parts[i] for parts in covered) for i in range(4)] == [True] * 4
+    assert len(set(covered)) >= 6  # single parts and combinations
+    assert any(parts == (True, False, False, False) for parts in covered)  # one eye alone
+
+
+def test_splice_colours_move_toward_the_target():
+    target = textured_image(seed=0)
+    donor = Donor(np.clip(textured_image(seed=0).astype(int) + 60, 0, 255).astype(np.uint8), LANDMARKS)
+    config = {"update": {"splice_colour_match": (1.0, 1.0)}}
+    matched = self_blend_details(
+        target, LANDMARKS, np.random.default_rng(1), PLAIN_SPLICE.model_copy(**config), donor
+    )
+    raw = self_blend_details(target, LANDMARKS, np.random.default_rng(1), PLAIN_SPLICE, donor)
+    inside = raw.mask > 0.99
+    assert np.array_equal(inside, matched.mask > 0.99)
+    gap = lambda result: np.abs(result.fake[inside].astype(int) - target[inside].astype(int)).mean()  # noqa: E731
+    assert gap(raw) > 40 and gap(matched) < 10
+
+
+def test_splice_takes_nothing_from_padding_and_falls_back_when_the_donor_has_no_picture():
+    target = textured_image()
+    padded = textured_image(seed=4)
+    padded[:, 64:] = 0  # a crop that ran over its photo's right edge
+    for seed in range(10):
+        result = self_blend_details(target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, Donor(padded, LANDMARKS))
+        if result.kind == "splice":
+            assert result.mask[:, 66:].max() == 0.0
+    black = Donor(np.zeros_like(target), LANDMARKS)
+    result = self_blend_details(target, LANDMARKS, np.random.default_rng(0), PLAIN_SPLICE, black)
+    assert result.kind in ("face", "eyes", "nose", "mouth")
+
+
+def test_splice_needs_the_targets_landmarks():
+    with pytest.raises(ValueError, match="target's landmarks"):
+        self_blend(textured_image(), None, np.random.default_rng(0), PLAIN_SPLICE, Donor(textured_image(), LANDMARKS))
+
+
+def test_pick_donor_never_picks_the_target_and_draws_nothing_when_off():
+    picks = [pick_donor(np.random.default_rng(s), PLAIN_SPLICE, 2, 5) for s in range(60)]
+    assert set(picks) == {0, 1, 3, 4}
+    assert pick_donor(np.random.default_rng(0), PLAIN_SPLICE, 0, 1) is None  # nobody else
+    rng = np.random.default_rng(0)
+    assert pick_donor(rng, SbiConfig(), 0, 5) is None
+    assert rng.random() == np.random.default_rng(0).random()  # the stream was not touched
+    half = SbiConfig(splice_prob=0.5)
+    chosen = [pick_donor(np.random.default_rng(s), half, 0, 5) for s in range(100)]
+    assert 30 <= sum(c is not None for c in chosen) <= 70
 
 
 # --- SelfBlendedDataset --------------------------------------------------------------------
@@ -329,6 +440,21 @@ def test_dataset_skips_broken_files_and_refuses_fake_samples(real_samples, tmp_p
         SelfBlendedDataset([Sample(broken, 1)], _to_tensor, {})
     with pytest.raises(ValueError, match="fake_ratio"):
         SelfBlendedDataset(real_samples, _to_tensor, {}, fake_ratio=1.5)
+
+
+def test_dataset_splices_parts_of_another_real_face(real_samples):
+    landmarks = _landmarks_64(real_samples)
+    dataset = SelfBlendedDataset(real_samples, _to_tensor, landmarks, fake_ratio=1.0, seed=2, config=PLAIN_SPLICE)
+    reals = [_to_tensor(decode_image(sample.path)) for sample in real_samples]
+    for index in range(1, len(real_samples)):  # sample 0 has no landmarks: no splice
+        fake, label = dataset[(0, index)]
+        assert label == 1 and torch.equal(fake, dataset[(0, index)][0])
+        # All faces share their landmarks, so the donor's parts arrive pixel for pixel.
+        changed = (fake != reals[index]).any(dim=0)
+        from_donor = [
+            ((fake == reals[j]).all(dim=0) & changed).float().mean().item() for j in range(len(reals)) if j != index
+        ]
+        assert max(from_donor) > 0.02
 
 
 def test_epoch_key_sampler_carries_the_epoch_through_a_loader(real_samples):
@@ -416,6 +542,26 @@ def test_synthesize_sbi_writes_fakes_masks_and_manifest(real_dir, detector, tmp_
         # The recorded seed and landmarks reproduce the fake.
         rng = np.random.default_rng(entry["seed"])
         assert np.array_equal(self_blend(real, np.array(entry["landmarks"]), rng)[0], fake)
+
+
+def test_synthesize_sbi_splices_name_their_donor_and_reproduce(real_dir, detector, tmp_path):
+    out = tmp_path / "spliced"
+    config = SbiConfig(splice_prob=1.0)
+    synthesize_sbi(real_dir, out, seed=1, detector=detector, config=config)
+    manifest = json.loads((out / "sbi_manifest.json").read_text())
+    entries = {entry["source"]: entry for entry in manifest["fakes"]}
+    assert manifest["version"] == 2 and len(entries) == 3
+    faces = sorted(entries)  # the order synthesize_sbi met them in
+    for position, source in enumerate(faces):
+        entry = entries[source]
+        assert entry["mask_kind"] == "splice" and entry["donor"] in set(faces) - {source}
+        rng = np.random.default_rng(entry["seed"])
+        donor_position = pick_donor(rng, config, position, len(faces))
+        donor_source = faces[donor_position]
+        assert donor_source == entry["donor"]
+        donor = Donor(decode_image(real_dir / donor_source), np.array(entries[donor_source]["landmarks"]))
+        fake, _ = self_blend(decode_image(real_dir / source), np.array(entry["landmarks"]), rng, config, donor)
+        assert np.array_equal(fake, decode_image(out / entry["file"]))
 
 
 def test_synthesize_sbi_refuses_an_out_dir_inside_the_real_dir(real_dir, detector):

@@ -221,13 +221,17 @@ def synth_sbi(
     out_dir: Path = typer.Argument(..., help="Where to write fake/, masks/ and sbi_manifest.json."),
     n_per_image: int = typer.Option(1, "--n-per-image", min=1, help="Fakes made from each real image."),
     seed: int = typer.Option(0, "--seed"),
+    splice_prob: float = typer.Option(
+        0.0, "--splice-prob", min=0.0, max=1.0, help="Share of fakes spliced from another face's parts."
+    ),
 ) -> None:
     """Self-blended images (Shiohara & Yamasaki, CVPR 2022): fakes blended from one real face."""
     from fakescope.data.discovery import DataError
-    from fakescope.data.sbi import synthesize_sbi
+    from fakescope.data.sbi import SbiConfig, synthesize_sbi
 
     try:
-        summary = synthesize_sbi(real_dir, out_dir, n_per_image=n_per_image, seed=seed)
+        config = SbiConfig(splice_prob=splice_prob)
+        summary = synthesize_sbi(real_dir, out_dir, n_per_image=n_per_image, seed=seed, config=config)
     except (DataError, FileNotFoundError, ValueError) as error:
         fail(str(error))
     console.print(

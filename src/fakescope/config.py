@@ -36,6 +36,8 @@ class SelfBlendConfig(_Strict):
     # re-rendered by a random up-sampling layer, and of fakes that are whole re-rendered images.
     generator_trace_prob: float = Field(0.0, ge=0.0, le=1.0)
     generated_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # The share of blends that are splices: parts of another real training face pasted in.
+    splice_prob: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class DataConfig(_Strict):

@@ -18,6 +18,14 @@ no second identity, so the detector cannot learn any one generator's fingerprint
 - fake = source * mask + target * (1 - mask).
 
 Only the source is altered, so the fake equals the real image wherever the mask is 0.
+
+*Splices* (`splice_prob`) take the source from another real face instead, a donor: its
+five points are aligned onto the target's by a similarity transform, its colours are matched
+to the target's under the mask, and a random set of parts (left eye, right eye, nose,
+mouth) is pasted. These are the hand-made edits of photoshop-ciplab, whose file names list
+the same four parts, and Face X-ray's cross-identity blends (Li et al., CVPR 2020): what
+gives them away is a part that does not belong to the face around it, which a copy of the
+same face never shows.
 No JPEG re-encoding happens here: a training pipeline re-encodes both classes alike.
 
 `SelfBlendedDataset` makes fakes on the fly for training; `synthesize_sbi` writes them to a
@@ -50,13 +58,13 @@ logger = logging.getLogger(__name__)
 
 PartKind = Literal["eyes", "nose", "mouth"]
 # "generated": no blend, the whole image re-rendered by a generator-style up-sampler.
-MASK_KINDS = ("face", "ellipse", "eyes", "nose", "mouth", "generated")
+MASK_KINDS = ("face", "ellipse", "eyes", "nose", "mouth", "splice", "generated")
 
 MANIFEST_NAME = "sbi_manifest.json"
 FAKE_FOLDER = "fake"
 MASK_FOLDER = "masks"
 _MANIFEST_FORMAT = "fakescope-sbi-manifest"
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2  # 2: each fake names its donor (None unless spliced)
 
 # Images decoded and passed to MTCNN at once: bounds the memory of full-size photos.
 _DETECT_CHUNK = 16
@@ -70,6 +78,8 @@ _FALLBACK_CENTRE = (0.5, 0.55)
 _FALLBACK_AXES = (0.29, 0.33)
 # Below this the face is a few pixels wide and its mask would be a speck.
 _MIN_EYE_DISTANCE = 2.0
+# A splice keeps at least this share of its parts' mask where both pictures have pixels.
+_MIN_SPLICE_COVER = 0.5
 # The 68-point (iBUG / dlib) indices that reduce to MTCNN's five points.
 _IBUG_EYES = (slice(36, 42), slice(42, 48))
 _IBUG_NOSE_TIP = 30
@@ -104,6 +114,12 @@ class SbiConfig(BaseModel):
     generator_trace_prob: float = Field(0.0, ge=0.0, le=1.0)
     # No blend at all: the whole image re-rendered that way (a face made by a generator).
     generated_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # The source taken from another real face (a donor) and pasted through a mask of a random
+    # set of its parts: a splice. Only where the target and a donor have landmarks.
+    splice_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # Under the mask, how far the donor's per-channel mean and spread move to the target's
+    # (0: as the donor was, 1: matched): a careful editor matches colours, a hasty one not quite.
+    splice_colour_match: tuple[float, float] = (0.5, 1.0)
     blur_sigma: tuple[float, float] = (0.5, 1.5)  # pixels
     sharpen_amount: tuple[float, float] = (0.3, 1.0)
     downscale_factor: tuple[float, float] = (0.35, 0.75)
@@ -125,6 +141,9 @@ class SbiConfig(BaseModel):
     def _check_ranges(self) -> SbiConfig:
         positive = ("blur_sigma", "sharpen_amount", "downscale_factor", "scale_range")
         unit = ("mask_threshold", "mask_edge_sigma")
+        low, high = self.splice_colour_match
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"splice_colour_match must be 0 <= low <= high <= 1, got {low, high}")
         for name in positive + unit:
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
@@ -152,19 +171,42 @@ class SelfBlend:
     blend_ratio: float
 
 
+@dataclass
+class Donor:
+    """Another real face whose parts a splice pastes into the target."""
+
+    image: np.ndarray  # H x W x 3 uint8 RGB, any size
+    landmarks: np.ndarray  # (5, 2) or (68, 2) x, y in the pixels of `image`
+
+
+def pick_donor(rng: np.random.Generator, config: SbiConfig, position: int, count: int) -> int | None:
+    """Whether this fake is a splice, and which of `count` faces with landmarks gives the parts.
+
+    position: the target's own place among those faces (never its own donor). Draws nothing
+    when splicing is off, so seeded fakes of configs without splices stay as they were.
+    """
+    if not config.splice_prob or count < 2 or rng.random() >= config.splice_prob:
+        return None
+    other = int(rng.integers(count - 1))
+    return other + (other >= position)
+
+
 def self_blend(
     image: np.ndarray,
     landmarks: np.ndarray | None,
     rng: np.random.Generator,
     config: SbiConfig | None = None,
+    donor: Donor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A fake made from `image` (RGB uint8 face) and the mask it was blended with.
 
     landmarks: (5, 2) MTCNN points (eyes, nose, mouth corners) or (68, 2) iBUG points, x, y
         in the pixels of `image`; None uses a central face-sized ellipse (weaker: the mask
         does not follow the face).
+    donor: another face to splice parts from (needs `landmarks`); None blends the image with
+        an altered copy of itself.
     """
-    result = self_blend_details(image, landmarks, rng, config)
+    result = self_blend_details(image, landmarks, rng, config, donor)
     return result.fake, result.mask
 
 
@@ -173,24 +215,33 @@ def self_blend_details(
     landmarks: np.ndarray | None,
     rng: np.random.Generator,
     config: SbiConfig | None = None,
+    donor: Donor | None = None,
 ) -> SelfBlend:
     """`self_blend` that also reports the mask kind and the blend ratio."""
     config = config or SbiConfig()
     _check_image(image)
     points = None if landmarks is None else _check_landmarks(landmarks, image.shape)
     height, width = image.shape[:2]
+    target = image.astype(np.float32)
+    if donor is not None and points is None:
+        raise ValueError("a splice needs the target's landmarks to place the donor's parts")
+    spliced = None if donor is None else _splice(image, points, donor, rng, config)
+    if spliced is not None:
+        kind = "splice"
+        mask, source = spliced
     # Off means no draw at all: seeded fakes of configs without traces stay as they were.
-    if config.generated_prob and rng.random() < config.generated_prob:
+    elif config.generated_prob and rng.random() < config.generated_prob:
         fake = np.rint(upsampling_trace(image, rng)).astype(np.uint8)
         return SelfBlend(fake=fake, mask=np.ones((height, width), np.float32), kind="generated", blend_ratio=1.0)
-    kind, region = _pick_region(points, (height, width), rng, config)
-    mask = _draw_mask(region, (height, width), rng, config)
+    else:
+        kind, region = _pick_region(points, (height, width), rng, config)
+        mask = _draw_mask(region, (height, width), rng, config)
+        source = target
     blend_ratio = float(config.blend_ratios[rng.integers(len(config.blend_ratios))])
     mask *= blend_ratio
 
-    target = image.astype(np.float32)
     centre = _centre(points, (height, width))
-    source = _misalign(_alter_appearance(target, rng, config), centre, rng, config)
+    source = _misalign(_alter_appearance(source, rng, config), centre, rng, config)
     # target + m * (source - target): exactly the target where m == 0.
     blended = target + mask[:, :, None] * (source - target)
     fake = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -364,6 +415,23 @@ def _part_region(frame: _FaceFrame, kind: str) -> _Region:
     return _Region(polygons, float(np.sqrt(axes[0] * axes[1])))
 
 
+def _splice_region(frame: _FaceFrame, shape: tuple[int, int], rng: np.random.Generator) -> _Region:
+    """A random non-empty set of the parts whose centre lies in the image (the whole face
+    when none does): each eye on its own, the nose, the mouth."""
+    eyes = _part_region(frame, "eyes")
+    parts = [
+        _Region([polygon], eyes.radius) for polygon in eyes.polygons
+    ] + [_part_region(frame, "nose"), _part_region(frame, "mouth")]
+    centres = [*frame.eyes, _part_centre(frame, "nose"), _part_centre(frame, "mouth")]
+    inside = [part for part, centre in zip(parts, centres) if _inside(centre, shape)]
+    if not inside:
+        return _face_region(frame, np.vstack([frame.eyes, frame.nose, frame.mouth]))
+    chosen = int(rng.integers(1, 2 ** len(inside)))  # the bits of a non-empty subset
+    picked = [part for bit, part in enumerate(inside) if chosen >> bit & 1]
+    # The smallest part sets the deformation, so a small eye is not warped away.
+    return _Region([p for part in picked for p in part.polygons], min(part.radius for part in picked))
+
+
 def _fallback_region(shape: tuple[int, int]) -> _Region:
     height, width = shape
     centre = np.array([_FALLBACK_CENTRE[0] * width, _FALLBACK_CENTRE[1] * height])
@@ -462,6 +530,81 @@ def _frequency(image: np.ndarray, rng: np.random.Generator, config: SbiConfig) -
     small = (max(1, round(width * factor)), max(1, round(height * factor)))
     reduced = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
     return cv2.resize(reduced, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _splice(
+    image: np.ndarray, points: np.ndarray, donor: Donor, rng: np.random.Generator, config: SbiConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mask of the pasted parts and the aligned, colour-matched donor; None when the
+    donor's picture covers less than half of the parts (their fake would be barely one)."""
+    _check_image(donor.image)
+    donor_points = _check_landmarks(donor.landmarks, donor.image.shape)
+    frame = _FaceFrame.from_points(points)
+    shape = image.shape[:2]
+    drawn = _draw_mask(_splice_region(frame, shape, rng), shape, rng, config)
+    aligned, valid = _aligned(donor.image, _FaceFrame.from_points(donor_points), frame, shape)
+    # Nothing pasted from, or onto, the black padding of a crop: no picture there.
+    mask = drawn * valid * image.any(axis=2)
+    if mask.sum() < _MIN_SPLICE_COVER * drawn.sum():
+        return None
+    target = image.astype(np.float32)
+    return mask, _match_colours(aligned, target, mask, rng.uniform(*config.splice_colour_match))
+
+
+def _aligned(
+    donor: np.ndarray, donor_face: _FaceFrame, target_face: _FaceFrame, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The donor image moved (similarity transform) so its five points fall on the target's,
+    and where it has picture: 0 beyond its edges and on the black padding of a face crop that
+    ran over its photo's border (`crop_face`)."""
+    matrix = _similarity(_five_points(donor_face), _five_points(target_face))
+    size = (shape[1], shape[0])
+    moved = cv2.warpAffine(
+        donor.astype(np.float32), matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
+    picture = donor.any(axis=2).astype(np.float32)
+    valid = cv2.warpAffine(picture, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return moved, valid
+
+
+def _five_points(face: _FaceFrame) -> np.ndarray:
+    return np.vstack([face.eyes, face.nose, face.mouth])
+
+
+def _similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """2 x 3 least-squares rotation + uniform scale + shift taking `source` points to `target`.
+
+    Closed form (Umeyama without reflection): with both point sets centred, the best
+    a + ib is sum(conj(s) t) / sum(|s|^2) in complex numbers.
+    """
+    s = source - source.mean(axis=0)
+    t = target - target.mean(axis=0)
+    norm = max(float((s**2).sum()), 1e-9)
+    a = float((s * t).sum()) / norm
+    b = float((s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]).sum()) / norm
+    rotation = np.array([[a, -b], [b, a]])
+    shift = target.mean(axis=0) - rotation @ source.mean(axis=0)
+    return np.hstack([rotation, shift[:, None]]).astype(np.float32)
+
+
+def _match_colours(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray, strength: float
+) -> np.ndarray:
+    """`source` with its per-channel mean and spread under `weights` moved toward `target`'s."""
+    w = weights[:, :, None].astype(np.float64)
+    total = max(float(w.sum()), 1e-6)
+
+    def moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = (image * w).sum(axis=(0, 1)) / total
+        spread = np.sqrt(((image - mean) ** 2 * w).sum(axis=(0, 1)) / total)
+        return mean, np.maximum(spread, 1.0)
+
+    source_mean, source_spread = moments(source)
+    target_mean, target_spread = moments(target)
+    # A gain far from 1 would amplify noise rather than match a colour.
+    gain = np.clip(target_spread / source_spread, 0.5, 2.0)
+    matched = (source - source_mean) * gain + target_mean
+    return (source + strength * (matched - source)).astype(np.float32)
 
 
 def _misalign(
@@ -595,6 +738,9 @@ class SelfBlendedDataset(Dataset):
         # Looked up once per sample, by resolved path, so relative and absolute paths agree.
         provided = {Path(path).resolve(): points for path, points in landmarks_provider.items()}
         self.landmarks = [provided.get(Path(sample.path).resolve()) for sample in self.samples]
+        # Splice donors: the faces with landmarks, and each one's place among them.
+        self._donors = [i for i, points in enumerate(self.landmarks) if points is not None]
+        self._donor_position = {index: position for position, index in enumerate(self._donors)}
         self.fake_ratio = fake_ratio
         self.seed = seed
         self.config = config or SbiConfig()
@@ -629,8 +775,20 @@ class SelfBlendedDataset(Dataset):
             return self.transform(image), 0
         # A stream of its own, apart from the [seed, epoch] one that picks the fakes.
         rng = np.random.default_rng([self.seed, epoch, index, 1])
-        fake, _ = self_blend(image, self.landmarks[index], rng, self.config)
+        fake, _ = self_blend(image, self.landmarks[index], rng, self.config, self._donor(index, rng))
         return self.transform(fake), 1
+
+    def _donor(self, index: int, rng: np.random.Generator) -> Donor | None:
+        position = self._donor_position.get(index)
+        if position is None:
+            return None
+        picked = pick_donor(rng, self.config, position, len(self._donors))
+        if picked is None:
+            return None
+        donor_index = self._donors[picked]
+        image = decode_or_warn(self.samples[donor_index].path, self.max_pixels, self._warned)
+        # An unreadable donor leaves a plain self-blend.
+        return None if image is None else Donor(image, self.landmarks[donor_index])
 
 
 class EpochKeySampler(Sampler[tuple[int, int]]):
@@ -695,7 +853,8 @@ def synthesize_sbi(
     sit in separate folders so OUT_DIR/fake can serve as a fake class folder by itself.
     PNG, because a lossy format would give the fakes a compression history the reals lack:
     a shortcut a detector learns instead of the blending. Each fake depends only on
-    (seed, relative path, k), so adding files does not change the others.
+    (seed, relative path, k), so adding files does not change the others; a splice's donor
+    is drawn from the faces found, so with `config.splice_prob` it depends on those too.
     Returns a summary: counts, out_dir and manifest path.
     """
     if n_per_image < 1:
@@ -715,15 +874,33 @@ def synthesize_sbi(
 
     fakes: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for path, landmarks, reason, image in _detect_landmarks(paths, detector):
-        relative = path.relative_to(real_root)
-        if landmarks is None or image is None:
+    # Landmarks of every face first: any of them can be a splice's donor. Images are decoded
+    # again below rather than all held in memory.
+    faces: list[tuple[Path, np.ndarray]] = []
+    for path, landmarks, reason, _ in _detect_landmarks(paths, detector):
+        if landmarks is None:
             logger.warning("skipping %s: %s", path, reason)
-            skipped.append({"source": relative.as_posix(), "reason": str(reason)})
+            skipped.append({"source": path.relative_to(real_root).as_posix(), "reason": str(reason)})
+        else:
+            faces.append((path, landmarks))
+    for position, (path, landmarks) in enumerate(faces):
+        relative = path.relative_to(real_root)
+        try:
+            image = decode_image(path)
+        except ImageDecodeError as exc:  # changed since its landmarks were found
+            skipped.append({"source": relative.as_posix(), "reason": exc.reason})
             continue
         for k in range(n_per_image):
             entropy = [seed, zlib.crc32(relative.as_posix().encode("utf-8")), k]
-            result = self_blend_details(image, landmarks, np.random.default_rng(entropy), config)
+            rng = np.random.default_rng(entropy)
+            picked = pick_donor(rng, config, position, len(faces))
+            donor = None
+            if picked is not None:
+                try:
+                    donor = Donor(decode_image(faces[picked][0]), faces[picked][1])
+                except ImageDecodeError:  # changed since: a plain self-blend instead
+                    picked = None
+            result = self_blend_details(image, landmarks, rng, config, donor)
             name = relative.with_name(f"{relative.stem}_sbi{k}.png")
             atomic_write_bytes(out_root / FAKE_FOLDER / name, _png(result.fake))
             mask_pixels = np.rint(result.mask * 255).astype(np.uint8)
@@ -737,6 +914,9 @@ def synthesize_sbi(
                     "blend_ratio": result.blend_ratio,
                     "mask_kind": result.kind,
                     "landmarks": landmarks.tolist(),  # float32 values, exact in JSON
+                    "donor": (
+                        faces[picked][0].relative_to(real_root).as_posix() if result.kind == "splice" else None
+                    ),
                 }
             )
 
@@ -749,7 +929,10 @@ def synthesize_sbi(
             "real_dir": str(real_root),
             "seed": seed,
             "n_per_image": n_per_image,
-            "seed_note": "each fake: numpy.random.default_rng([seed, crc32(source), k])",
+            "seed_note": (
+                "each fake: rng = numpy.random.default_rng([seed, crc32(source), k]); with "
+                "splice_prob > 0, pick_donor(rng, ...) draws first, then self_blend(..., rng, donor)"
+            ),
             "config": config.model_dump(mode="json"),
             "fakes": fakes,
             "skipped": skipped,

@@ -93,7 +93,11 @@ class FolderDataModule(L.LightningDataModule):
             return dataset
         reals = [s for s in samples if s.label == 0]
         options = self.config.self_blend
-        sbi = SbiConfig(generator_trace_prob=options.generator_trace_prob, generated_prob=options.generated_prob)
+        sbi = SbiConfig(
+            generator_trace_prob=options.generator_trace_prob,
+            generated_prob=options.generated_prob,
+            splice_prob=options.splice_prob,
+        )
         blends = SelfBlendedDataset(
             reals, transform, self.landmarks, fake_ratio=options.fake_ratio, seed=self.seed, config=sbi
         )
