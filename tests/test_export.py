@@ -97,6 +97,20 @@ def test_int8_graph_is_quantised(exported: dict):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
+def test_int8_input_keeps_the_grey_levels_apart(exported: dict, checkpoint: Path):
+    """Calibrated min-max on [-1, 1] inputs would merge grey levels in pairs (128 codes)."""
+    graph = onnx.load(exported["files"]["onnx_int8"]).graph
+    quantiser = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    scale, zero_point = (initializers[name] for name in quantiser.input[1:3])
+    card = load_checkpoint(checkpoint)[1]
+    grey = np.arange(256, dtype=np.float32) / 255
+    for mean, std in zip(card.mean, card.std):
+        # ONNX QuantizeLinear rounds half to even, as numpy does.
+        codes = np.clip(np.round(((grey - mean) / std) / scale) + zero_point, 0, 255)
+        assert len(np.unique(codes)) >= 255
+
+
 def test_metadata_round_trip(exported: dict, checkpoint: Path, tmp_path: Path):
     original = read_metadata(checkpoint)
     for name, precision in (("onnx", "fp32"), ("onnx_int8", "int8")):

@@ -132,7 +132,9 @@ def export_command(
     files = {"onnx": export_onnx(model, metadata, out_dir / f"{card.name}.onnx")}
     crops = crop_sets(card, [Path(folder) for folder in calibration_dirs], count=calibration_crops)
     if int8:
-        files["onnx_int8"] = quantize_int8(files["onnx"], out_dir / f"{card.name}.int8.onnx", crops.calibration, metadata)
+        files["onnx_int8"] = quantize_int8(
+            files["onnx"], out_dir / f"{card.name}.int8.onnx", crops.calibration, card, metadata
+        )
     report = parity_report(
         model,
         card,

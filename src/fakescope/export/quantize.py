@@ -132,15 +132,34 @@ def _crop_images(images: list[np.ndarray], card: DetectorCard, faces: FaceDetect
     return crops
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, metadata: dict) -> Path:
+def input_grid(card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point of the input's quantiser: every 8-bit grey level stays (nearly) its own.
+
+    A normalised input takes 256 values per channel, (p / 255 - mean) / std. Calibrated min-max
+    spans them with 255 steps; for a range symmetric about 0 (mean 0.5, std 0.5) that puts the
+    zero point half-way between two integers, every value lands on a rounding tie, and rounding
+    half to even merges the grey levels in pairs: the INT8 model would see a 7-bit image, and
+    lose the faint blending edges it is meant to find. Spanning the range with 254 steps puts
+    the zero point on an integer; only one pair of levels then shares a code. (With per-channel
+    means and stds, as ImageNet's, one per-tensor grid cannot fit every channel exactly.)
+    """
+    low = min(-m / s for m, s in zip(card.mean, card.std))
+    high = max((1 - m) / s for m, s in zip(card.mean, card.std))
+    scale = (high - low) / 254
+    return np.array(scale, np.float32), np.array(round(-low / scale), np.uint8)
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, card: DetectorCard, metadata: dict) -> Path:
     """Write `out_path`: static INT8 (QDQ, per-channel weights) of the fp32 ONNX at `fp32_path`.
 
     Activations are unsigned and weights signed (U8S8): the fast path of ONNX Runtime's x86
-    kernels, and on CPUs with VNNI it has none of the saturation that U8S8 has with AVX2.
+    kernels, and on CPUs with VNNI it has none of the saturation that U8S8 has with AVX2. The
+    input's quantiser is set from the card (`input_grid`), not calibrated.
     """
     if len(calibration) == 0:
         raise ExportError(f"{fp32_path}: no calibration crops to quantise with")
     input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    scale, zero_point = input_grid(card)
     with tempfile.TemporaryDirectory(prefix="fakescope-int8-") as folder:
         prepared = Path(folder) / "prepared.onnx"
         quantized = Path(folder) / "int8.onnx"
@@ -154,5 +173,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, meta
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            extra_options={"TensorQuantOverrides": {input_name: [{"scale": scale, "zero_point": zero_point}]}},
         )
         return write_onnx(onnx.load(str(quantized)), {**metadata, "precision": "int8"}, out_path)
