@@ -2,8 +2,9 @@
 
 Only the public-domain astronaut photo that ships with scikit-image is used (flipped and
 cropped two ways), so no data-set image lands in the repository. Each row: the real crop,
-the fake, its mask and the difference (amplified) between the two. The last two rows show
-the generator traces (fakescope.data.traces): a blended face whose source went through a
+the fake, its mask and the difference (amplified) between the two. The splice row takes its
+parts from the mirrored photo, the only other face at hand. The last two rows show the
+generator traces (fakescope.data.traces): a blended face whose source went through a
 random up-sampling layer, and a whole face re-rendered by one.
 
     .venv/bin/python scripts/make_sbi_grid.py [--out docs/images/sbi_examples.png] [--seed 0]
@@ -23,15 +24,16 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from fakescope.data.sbi import SbiConfig, self_blend_details  # noqa: E402
+from fakescope.data.sbi import Donor, SbiConfig, self_blend_details  # noqa: E402
 from fakescope.faces import FaceDetector, crop_face  # noqa: E402
 from fakescope.utils import atomic_write_bytes  # noqa: E402
 
 CROP_SIDE = 192
 DIFFERENCE_GAIN = 4
 
-# (title, crop margin, mirrored, kind forced: "face", a part, None for no landmarks, or a
-# generator trace: "traced" (face mask, source up-sampled) or "generated" (no blend))
+# (title, crop margin, mirrored, kind forced: "face", a part, None for no landmarks, "splice"
+# (parts of the mirrored crop), or a generator trace: "traced" (face mask, source up-sampled)
+# or "generated" (no blend))
 EXAMPLES = (
     ("whole face", 0.3, False, "face"),
     ("whole face, mirrored", 0.3, True, "face"),
@@ -40,6 +42,7 @@ EXAMPLES = (
     ("nose only", 0.3, True, "nose"),
     ("mouth only", 0.3, False, "mouth"),
     ("no landmarks: ellipse", 0.3, False, None),
+    ("splice from another face", 0.3, False, "splice"),
     ("face + generator trace", 0.3, False, "traced"),
     ("whole face re-rendered", 0.3, True, "generated"),
 )
@@ -58,7 +61,7 @@ def face_crops(detector: FaceDetector) -> dict[tuple[float, bool], tuple[np.ndar
 
 
 def config_for(kind: str | None) -> SbiConfig:
-    if kind in (None, "face"):
+    if kind in (None, "face", "splice"):
         return SbiConfig(part_mask_prob=0.0)
     if kind == "traced":
         return SbiConfig(part_mask_prob=0.0, generator_trace_prob=1.0)
@@ -75,11 +78,13 @@ def draw(out_png: Path, seed: int) -> None:
     )
     for row, (title, margin, mirrored, kind) in enumerate(EXAMPLES):
         crop, landmarks = crops[(margin, mirrored)]
+        donor = Donor(*crops[(margin, not mirrored)]) if kind == "splice" else None
         result = self_blend_details(
             crop,
             None if kind is None else landmarks,
             np.random.default_rng([seed, row]),
             config_for(kind),
+            donor,
         )
         difference = np.abs(result.fake.astype(np.int16) - crop.astype(np.int16))
         panels = (
