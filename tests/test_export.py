@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from timm.layers.conv2d_same import Conv2dSame
 from torch import nn
 
 import fakescope
@@ -60,15 +61,27 @@ def test_onnx_logits_match_torch_at_any_batch_size(exported: dict, checkpoint: P
     assert np.abs(onnx_logits - reference).max() < 1e-4
 
 
+def export_small(name: str, folder: Path) -> tuple[nn.Module, Path]:
+    model = create_detector(name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}).eval()
+    metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
+    return model, export_onnx(model, metadata, folder / f"{name}.onnx")
+
+
+def test_same_padding_is_exported_as_constants(tmp_path: Path):
+    """timm works "same" padding out from the input's shape: Shape ops ONNX Runtime cannot fold."""
+    model, path = export_small("lite0", tmp_path)
+    assert "Shape" not in {node.op_type for node in onnx.load(str(path)).graph.node}
+    # The caller's model is left as it was, dynamic padding and all.
+    assert any(isinstance(module, Conv2dSame) for module in model.modules())
+
+
 # EfficientNet-B4 graphs take several seconds each to trace and export.
 @pytest.mark.parametrize(
     "name",
     [pytest.param(s.name, marks=pytest.mark.slow) if "b4" in s.name else s.name for s in list_detectors()],
 )
 def test_every_registered_detector_exports(name: str, tmp_path: Path):
-    model = create_detector(name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}).eval()
-    metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
-    path = export_onnx(model, metadata, tmp_path / f"{name}.onnx")
+    model, path = export_small(name, tmp_path)
     backend = OnnxBackend(path)
     for n in (1, 5):
         inputs = batch(n, SMALL_SIZE, seed=n)
