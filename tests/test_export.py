@@ -197,6 +197,19 @@ def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_dat
         crop_sets(card, [tmp_path / "one"], count=4)
 
 
+def test_labelled_calibration_folder_keeps_its_test_split_out(checkpoint: Path, toy_data: Path):
+    from fakescope.config import DataConfig
+    from fakescope.data.discovery import discover
+    from fakescope.evaluation.evaluate import run_manifest_for
+    from fakescope.export.quantize import calibration_files
+
+    calibration, held_out = calibration_files(toy_data, checkpoint)
+    # The run's own split, as `fakescope evaluate` reads it.
+    test = {s.path for s in discover(DataConfig(root=toy_data), manifest_path=run_manifest_for(checkpoint, toy_data)).test}
+    assert test and not test & (set(calibration) | set(held_out))
+    assert len(calibration) > len(held_out) > 0 and not set(calibration) & set(held_out)
+
+
 def test_calibration_draws_evenly_from_several_folders():
     from fakescope.export.quantize import interleave
 

@@ -163,8 +163,8 @@ def export_command(
     out_dir: default `export/` beside the checkpoint. Writes NAME.onnx + NAME.json,
     NAME.int8.onnx + NAME.int8.json with `int8`, and parity.json (NAME: the detector's name).
     calibration_dirs: folders of images to calibrate INT8 with, drawn from evenly (default:
-    generated toy faces). Their files are split in two: half calibrate, the other half check
-    parity on unseen crops.
+    generated toy faces). A labelled data dir calibrates on its train split and checks parity
+    on its val split, its test split untouched; a plain folder is halved.
     labelled_dir: a labelled data dir: AUC of every variant on its `eval_split`.
     """
     from fakescope.export.parity import parity_report
@@ -177,7 +177,9 @@ def export_command(
     metadata = {**read_metadata(checkpoint), "source_checkpoint": str(checkpoint)}
     out_dir = Path(out_dir) if out_dir else checkpoint.resolve().parent / "export"
     files = {"onnx": export_onnx(model, metadata, out_dir / f"{card.name}.onnx")}
-    crops = crop_sets(card, [Path(folder) for folder in calibration_dirs], count=calibration_crops)
+    crops = crop_sets(
+        card, [Path(folder) for folder in calibration_dirs], count=calibration_crops, checkpoint=checkpoint
+    )
     if int8:
         files["onnx_int8"] = quantize_int8(
             files["onnx"], out_dir / f"{card.name}.int8.onnx", crops.calibration, card, metadata

@@ -19,9 +19,11 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
-from fakescope.data.discovery import find_images
+from fakescope.data.discovery import DataError, discover, find_images
 from fakescope.data.toy import make_toy_dataset
+from fakescope.evaluation.evaluate import run_manifest_for
 from fakescope.export.onnx import ExportError, write_onnx
 from fakescope.faces import FaceDetector, crop_face
 from fakescope.io.images import ImageDecodeError, decode_image
@@ -58,12 +60,17 @@ class CropReader(CalibrationDataReader):
 
 
 def crop_sets(
-    card: DetectorCard, calibration_dirs: Sequence[Path] = (), count: int = CALIBRATION_CROPS, seed: int = 0
+    card: DetectorCard,
+    calibration_dirs: Sequence[Path] = (),
+    count: int = CALIBRATION_CROPS,
+    seed: int = 0,
+    checkpoint: Path | None = None,
 ) -> CropSets:
     """Calibration and held-out crops from folders of images, or from generated toy faces.
 
     Several folders are drawn from evenly (their shuffled files interleaved): activation ranges
-    fitted to one data set's faces clip another's.
+    fitted to one data set's faces clip another's. Which files of a folder serve which end:
+    `calibration_files` (checkpoint: the detector's, to find its run's split).
     """
     if count < 1:
         raise ValueError(f"the calibration set needs at least one crop, got count={count}")
@@ -73,19 +80,33 @@ def crop_sets(
             _toy_crops(card, count, seed + 1),
             f"generated toy faces (fakescope.data.toy, seeds {seed} and {seed + 1})",
         )
-    per_folder = []
-    for folder in calibration_dirs:
-        files = find_images(folder)
-        random.Random(seed).shuffle(files)
-        per_folder.append(files)
-    files = interleave(per_folder)
-    # Alternate files between the two sets so they never share an image.
-    calibration = _folder_crops(card, files[0::2], count)
-    held_out = _folder_crops(card, files[1::2], count)
+    pools = [calibration_files(folder, checkpoint) for folder in calibration_dirs]
+    for calibration_pool, held_out_pool in pools:
+        random.Random(seed).shuffle(calibration_pool)
+        random.Random(seed).shuffle(held_out_pool)
+    calibration = _folder_crops(card, interleave([pool for pool, _ in pools]), count)
+    held_out = _folder_crops(card, interleave([pool for _, pool in pools]), count)
     folders = ", ".join(str(folder) for folder in calibration_dirs)
     if len(calibration) == 0 or len(held_out) == 0:
         raise ExportError(f"{folders}: needs at least two readable images (one to calibrate, one to check)")
-    return CropSets(calibration, held_out, f"{folders} ({len(files)} images, seed {seed})")
+    drawn = sum(len(a) + len(b) for a, b in pools)
+    return CropSets(calibration, held_out, f"{folders} ({drawn} images, seed {seed})")
+
+
+def calibration_files(folder: Path, checkpoint: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Files of one folder to calibrate with, and others to check parity on.
+
+    A labelled data dir gives its train and its val split (the split of the checkpoint's run
+    when it trained on the folder): its test split stays unseen until `fakescope evaluate`
+    scores the INT8 model on it. Any other folder of images is halved, file by file.
+    """
+    manifest = run_manifest_for(checkpoint, folder) if checkpoint else None
+    try:
+        splits = discover(DataConfig(root=folder), manifest_path=manifest, validate=False)
+    except DataError:
+        files = find_images(folder)
+        return files[0::2], files[1::2]
+    return [sample.path for sample in splits.train], [sample.path for sample in splits.val]
 
 
 def interleave(lists: Sequence[list]) -> list:
