@@ -17,6 +17,7 @@ from fakescope.data.discovery import (
     Sample,
     count_labels,
     discover,
+    discover_folder,
     find_images,
     groups_from_pairs_csv,
     split_samples,
@@ -452,6 +453,21 @@ def test_discover_with_groups_records_it_in_the_manifest(tmp_path: Path) -> None
             s.path.name for s in part if s.label == 1
         }
     assert json.loads(manifest.read_text())["grouped"] is True
+
+
+def test_a_folder_on_its_own_is_split_as_training_split_it(tmp_path: Path) -> None:
+    """Evaluating a data dir with a pairs.csv and no run manifest gives the training run's test
+    split (the default split of its groups), not a different one full of training images."""
+    root = tmp_path / "data"
+    _write_images(root / "real", 20, "p")
+    _write_images(root / "fake", 20, "p")
+    (root / "pairs.csv").write_text(
+        "real,fake\n" + "".join(f"p_{i:03d}.png,p_{i:03d}.png\n" for i in range(20))
+    )
+    training = discover(DataConfig(root=root), groups=groups_from_pairs_csv(root / "pairs.csv"))
+    alone = discover_folder(root)
+    assert _paths(alone.test) == _paths(training.test)
+    assert _paths(alone.test) != _paths(discover(DataConfig(root=root)).test)
 
 
 # --- shared data ---------------------------------------------------------------------------

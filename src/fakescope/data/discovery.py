@@ -44,6 +44,8 @@ LAYOUT_FLAT = "flat"
 LAYOUT_EXPLICIT = "explicit"
 
 SPLITS = ("train", "val", "test")
+# A data dir's list of which fakes were made from which real (`groups_from_pairs_csv`).
+PAIRS_FILE = "pairs.csv"
 CLASS_NAMES = {0: "real", 1: "fake"}
 
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -144,6 +146,21 @@ def discover(
         counts = count_labels(getattr(splits, name))
         logger.info("%s split: %d real, %d fake", name, counts[0], counts[1])
     return splits
+
+
+def discover_folder(
+    data_dir: Path, manifest_path: Path | None = None, validate: bool = True, videos: bool = False
+) -> DataSplits:
+    """One data dir given on its own (evaluate, calibrate, export): its saved split when a run
+    made one, else the default split, with its `pairs.csv` groups kept together when it has one.
+
+    Training splits a source with `pairs_csv` by its groups; without them here, the default
+    split of the same folder would differ from the training run's, and its "test" images would
+    include training ones. With the same groups the split comes out the same.
+    """
+    pairs = Path(data_dir) / PAIRS_FILE
+    groups = groups_from_pairs_csv(pairs) if pairs.is_file() else None
+    return discover(DataConfig(root=data_dir), manifest_path=manifest_path, groups=groups, validate=validate, videos=videos)
 
 
 def split_samples(

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fakescope.data.discovery import DataError, find_images
+from fakescope.data.discovery import PAIRS_FILE, DataError, find_images
 from fakescope.faces import FaceDetector, crop_face, crop_square
 from fakescope.io.images import ImageDecodeError, decode_image
 from fakescope.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 LANDMARKS_FILE = "face_landmarks.json"
 SUMMARY_FILE = "face_crops.json"
-PAIRS_FILE = "pairs.csv"
 
 
 def crop_name(relative: Path) -> Path:

@@ -21,9 +21,8 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from fakescope.batching import BATCH_SIZE
-from fakescope.config import DataConfig
 from fakescope.data.dataset import decode_or_warn
-from fakescope.data.discovery import DataSplits, Sample, discover
+from fakescope.data.discovery import DataSplits, Sample, discover_folder
 from fakescope.evaluation.metrics import binary_metrics
 from fakescope.evaluation.perturb import SWEEP, Perturbation
 from fakescope.evaluation.plots import plot_robustness
@@ -119,7 +118,7 @@ def score_split(
     """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes),
     and its videos scored (not under a perturbation)."""
     manifest = run_manifest_for(checkpoint, data_dir)
-    splits = discover(DataConfig(root=data_dir), manifest_path=manifest, videos=True)
+    splits = discover_folder(data_dir, manifest_path=manifest, videos=True)
     samples = select_split(splits, split)
     images = [s for s in samples if s.path.suffix.lower() not in VIDEO_EXTENSIONS]
     videos = [s for s in samples if s.path.suffix.lower() in VIDEO_EXTENSIONS]

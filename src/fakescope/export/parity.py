@@ -14,10 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
-from fakescope.data.discovery import discover
+from fakescope.data.discovery import discover_folder
 from fakescope.evaluation.evaluate import run_manifest_for, select_split
 from fakescope.evaluation.metrics import auc_and_average_precision
 from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend
@@ -81,7 +80,7 @@ def _labelled_report(
     backends: dict[str, Backend], card: DetectorCard, data_dir: Path, checkpoint: Path | None, split: str, batch_size: int
 ) -> dict:
     manifest = run_manifest_for(checkpoint, data_dir) if checkpoint else None
-    splits = discover(DataConfig(root=data_dir), manifest_path=manifest)
+    splits = discover_folder(data_dir, manifest_path=manifest)
     transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
     loader = DataLoader(
         ImageDataset(select_split(splits, split), transform), batch_size=batch_size, collate_fn=collate_skip_broken

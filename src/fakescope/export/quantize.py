@@ -19,9 +19,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
-from fakescope.data.discovery import DataError, discover, find_images
+from fakescope.data.discovery import DataError, discover_folder, find_images
 from fakescope.data.toy import make_toy_dataset
 from fakescope.evaluation.evaluate import run_manifest_for
 from fakescope.export.onnx import ExportError, write_onnx
@@ -102,7 +101,7 @@ def calibration_files(folder: Path, checkpoint: Path | None = None) -> tuple[lis
     """
     manifest = run_manifest_for(checkpoint, folder) if checkpoint else None
     try:
-        splits = discover(DataConfig(root=folder), manifest_path=manifest, validate=False)
+        splits = discover_folder(folder, manifest_path=manifest, validate=False)
     except DataError:
         files = find_images(folder)
         return files[0::2], files[1::2]
