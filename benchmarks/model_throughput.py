@@ -78,7 +78,7 @@ def build_variants(
     metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
     fp32_path = export_onnx(copy.deepcopy(model), metadata, folder / "model.onnx")
     calibration = crop_sets(model.card, calibration_dirs, count=calibration_crops).calibration
-    int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, metadata)
+    int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, model.card, metadata)
     variants: dict[str, Backend] = {
         "torch_eager_fp32": TorchBackend(copy.deepcopy(model), precision="fp32", channels_last=False),
         "torch_channels_last_bf16": TorchBackend(copy.deepcopy(model), precision="bf16", channels_last=True),
