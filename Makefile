@@ -49,25 +49,30 @@ train-leave-one-out: $(DATASETS:%=crops/%/face_crops.json)
 	  --set 'data.sources=[$(LFW_SOURCE), $(PS_SOURCE)]'
 
 # Ship a run of that recipe as the packaged default: temperature and threshold fitted on the
-# pooled validation splits, the calibrated detector copied into the package, and an ONNX +
-# INT8 export in the run dir for the benchmarks (docs/performance.md says why INT8 is not the
-# shipped default). Usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS
+# pooled validation splits; an INT8 export (calibrated on the train splits' faces) given its own
+# temperature and threshold; both copied into the package, where "auto" runs the INT8 one.
+# Usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS
 WEIGHTS := src/fakescope/weights
 default-weights: install
 	@test -n "$(RUN)" || (echo "usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS" >&2 && exit 1)
 	$(BIN)/fakescope calibrate $(RUN)/checkpoints/best.ckpt $(DATASETS:%=--data crops/%) -o $(RUN)/calibrated
 	$(BIN)/fakescope export $(RUN)/calibrated/detector.safetensors --int8 $(DATASETS:%=--calibration-data crops/%) -o $(RUN)/export
+	$(BIN)/fakescope calibrate $(RUN)/export/*.int8.onnx $(DATASETS:%=--data crops/%) -o $(RUN)/calibrated-int8
 	mkdir -p $(WEIGHTS)
 	cp $(RUN)/calibrated/detector.safetensors $(WEIGHTS)/default.safetensors
 	cp $(RUN)/calibrated/detector.json $(WEIGHTS)/default.json
+	cp $(RUN)/calibrated-int8/detector.onnx $(WEIGHTS)/default.int8.onnx
 
 # Issue 5's benchmark suite (minutes each; run on a quiet machine). JSON in benchmarks/results/.
 RESULTS := benchmarks/results
 bench: install
-	$(BIN)/python benchmarks/model_throughput.py --model default --calibration $(DATASETS:%=crops/%) --out $(RESULTS)/model_throughput.json
+	$(BIN)/python benchmarks/model_throughput.py --model default --calibration $(DATASETS:%=crops/%) --rounds 7 --out $(RESULTS)/model_throughput.json
 	$(BIN)/python benchmarks/scan_throughput.py --model default --files 500 --out $(RESULTS)/scan_faceswap_lfw_500.json
+	$(BIN)/python benchmarks/scan_throughput.py --model default --backend torch --files 500 --out $(RESULTS)/scan_faceswap_lfw_500_torch.json
 	$(BIN)/python benchmarks/scan_throughput.py --model default --files 100 --side 1024 --out $(RESULTS)/scan_1024px_100.json
+	$(BIN)/python benchmarks/scan_throughput.py --model default --backend torch --files 100 --side 1024 --out $(RESULTS)/scan_1024px_100_torch.json
 	$(BIN)/python benchmarks/scan_memory.py --model default --files 10000 --out $(RESULTS)/scan_memory_10000.json
+	$(BIN)/python benchmarks/serve_load.py --model default --out $(RESULTS)/serve_load.json
 	$(BIN)/python benchmarks/train_throughput.py --out $(RESULTS)/train_throughput_lite0.json
 	$(BIN)/python benchmarks/loader_throughput.py --out $(RESULTS)/loader_throughput.json
 

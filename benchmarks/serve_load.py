@@ -108,7 +108,7 @@ def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="a checkpoint; default: lite0, ImageNet backbone, untrained head")
+    parser.add_argument("--model", type=Path, help="'default' or a checkpoint; without it: lite0, ImageNet backbone, untrained head")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=32)

@@ -74,6 +74,12 @@ def test_scan_without_a_model_file_is_a_clear_error(tmp_path: Path):
     assert "nope.ckpt" in result.output
 
 
+def test_serve_refuses_a_backend_that_cannot_run_the_model_before_it_starts(trained_run: Path):
+    result = cli("serve", "--model", trained_run / "checkpoints" / "best.ckpt", "--backend", "onnx")
+    assert result.exit_code == 1
+    assert "needs an exported model" in result.output
+
+
 def test_explain_writes_an_overlay(trained_run: Path, toy_data: Path, tmp_path: Path):
     image = next((toy_data / "fake").iterdir())
     out = tmp_path / "heat.png"

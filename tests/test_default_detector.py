@@ -7,7 +7,7 @@ import pytest
 from skimage import data as skdata
 
 import fakescope
-from fakescope.inference.loading import DEFAULT_WEIGHTS
+from fakescope.inference.loading import DEFAULT_INT8, DEFAULT_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped default detector in this checkout")
 
@@ -20,12 +20,19 @@ def faces() -> list[np.ndarray]:
 
 
 def test_shipped_weights_are_small_and_calibrated():
-    files = [DEFAULT_WEIGHTS, DEFAULT_WEIGHTS.with_suffix(".json")]
+    files = [DEFAULT_WEIGHTS, DEFAULT_WEIGHTS.with_suffix(".json"), DEFAULT_INT8]
     assert sum(f.stat().st_size for f in files) < MAX_SHIPPED_BYTES
-    detector = fakescope.load("default")
-    card = detector.card
-    assert card.face_crop == "mtcnn" and card.input_size == 192
-    assert card.threshold_source.startswith("max balanced accuracy on val") and card.temperature != 1.0
+    for backend in ("torch", "onnx"):
+        card = fakescope.load("default", backend=backend).card
+        assert card.face_crop == "mtcnn" and card.input_size == 192
+        assert card.threshold_source.startswith("max balanced accuracy on val") and card.temperature != 1.0
+
+
+def test_default_runs_int8_and_agrees_with_its_fp32_weights():
+    int8, fp32 = fakescope.load("default"), fakescope.load("default", backend="torch")
+    assert int8.backend.name == "onnxruntime-int8" and fp32.backend.name == "torch-fp32-channels-last"
+    for a, b in zip(int8.predict_batch(faces()), fp32.predict_batch(faces())):
+        assert a["probabilities"]["fake"] == pytest.approx(b["probabilities"]["fake"], abs=0.05)
 
 
 def test_default_finds_and_scores_each_face_with_heat_maps():

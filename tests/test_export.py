@@ -16,6 +16,7 @@ import fakescope
 from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata
 from fakescope.export.onnx import METADATA_KEY, ExportError, export_command, export_onnx, read_onnx_metadata
 from fakescope.inference.backends import OnnxBackend, TorchBackend
+from fakescope.inference import loading
 from fakescope.inference.detector import TorchModelRequiredError
 from fakescope.models.registry import create_detector, list_detectors
 
@@ -146,13 +147,29 @@ def test_metadata_round_trip(exported: dict, checkpoint: Path, tmp_path: Path):
 def test_loaded_onnx_detector_gives_the_checkpoint_verdict(exported: dict, checkpoint: Path, toy_data: Path):
     onnx_detector = fakescope.load(exported["files"]["onnx"])
     torch_detector = fakescope.load(str(checkpoint))
-    assert onnx_detector.backend.name == "onnxruntime" and torch_detector.backend.name.startswith("torch")
+    assert onnx_detector.backend.name == "onnxruntime-fp32" and torch_detector.backend.name.startswith("torch")
     images = sorted((toy_data / "real").iterdir())[:3] + sorted((toy_data / "fake").iterdir())[:3]
     for a, b in zip(onnx_detector.predict_batch(images), torch_detector.predict_batch(images)):
         assert a["prediction"] == b["prediction"]
         # The torch backend may run bf16 autocast on this CPU: close, not equal.
         assert a["probabilities"]["fake"] == pytest.approx(b["probabilities"]["fake"], abs=0.03)
     assert onnx_detector.card == torch_detector.card
+
+
+def test_the_default_runs_its_int8_export_and_explains_with_its_weights(
+    exported: dict, checkpoint: Path, toy_data: Path, monkeypatch
+):
+    int8 = Path(exported["files"]["onnx_int8"])
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS", checkpoint)
+    monkeypatch.setattr(loading, "DEFAULT_INT8", int8)
+    detector = fakescope.load("default")
+    assert detector.backend.name == "onnxruntime-int8" and detector.describe()["backend"] == "onnxruntime-int8"
+    assert detector.card == loading.onnx_card(int8)  # INT8's own temperature and threshold
+    image = next((toy_data / "fake").iterdir())
+    assert "data:image/png" in json.dumps(detector.predict(image, explain=True))
+    assert fakescope.load("default", backend="torch").backend.name.startswith("torch")
+    monkeypatch.setattr(loading, "DEFAULT_INT8", int8.with_name("not-installed.onnx"))
+    assert fakescope.load("default").backend.name.startswith("torch")
 
 
 def test_explaining_with_an_onnx_detector_is_a_clear_error(exported: dict, toy_data: Path):

@@ -33,6 +33,7 @@ META = {
     "threshold_source": "validation",
     "temperature": 1.3,
     "face_stage": "mtcnn",
+    "backend": "onnxruntime-int8",
 }
 NASTY_NAME = "a<b>&\"c'.png"
 VIDEO_FPS = 10
@@ -351,6 +352,7 @@ def test_html_summary_comes_first_with_counts(tmp_path, sample):
     counts = dict(re.findall(r'class="count (\w+)"><b>(\d+)</b>', summary))
     assert counts == {"files": "5", "fake": "2", "real": "2", "unreadable": "1"}
     assert "lite0-test" in summary and "v1.2" in summary and "0.500" in summary
+    assert "run by onnxruntime-int8" in summary
 
 
 def test_html_cards_show_boxes_heat_maps_and_notes(tmp_path, sample):

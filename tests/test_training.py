@@ -187,6 +187,21 @@ def test_several_sources_are_split_apart_and_scored_apart(tmp_path: Path):
     assert set(results["data"]["sources"]) == {"alpha", "beta"}
 
 
+def test_a_repeated_source_is_seen_that_many_times_in_training_only(tmp_path: Path):
+    from fakescope.config import DataConfig, SourceConfig
+    from fakescope.data.sources import discover_sources
+
+    small = make_toy_dataset(tmp_path / "small", n_per_class=10, size=48, seed=6)
+    large = make_toy_dataset(tmp_path / "large", n_per_class=30, size=48, seed=7)
+    data = DataConfig(sources=[SourceConfig(root=small, repeat=3), SourceConfig(root=large)])
+    (tmp_path / "run").mkdir()
+    pooled, by_source = discover_sources(data, tmp_path / "run")
+    assert len(pooled.train) == 3 * len(by_source["small"].train) + len(by_source["large"].train)
+    assert pooled.train.count(by_source["small"].train[0]) == 3
+    for split in ("val", "test"):
+        assert len(getattr(pooled, split)) == sum(len(getattr(s, split)) for s in by_source.values())
+
+
 def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     from fakescope.config import SelfBlendConfig
 

@@ -240,6 +240,9 @@ def synth_sbi(
     )
 
 
+BACKEND_HELP = "auto, torch or onnx (auto: onnx for .onnx files and for the default's INT8 export)."
+
+
 def _load_detector(
     model: str, threshold: float | None, no_faces: bool, max_pixels: int | None, backend: str = "auto"
 ):
@@ -260,7 +263,7 @@ def _load_detector(
 def scan(
     inputs: list[str] = typer.Argument(..., help="Files, folders (recursive), globs ('shots/*.png'), or - for paths on stdin."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint (.ckpt / .safetensors) or an exported .onnx."),
-    backend: str = typer.Option("auto", "--backend", help="auto, torch or onnx (auto: onnx for .onnx files)."),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as one JSON document."),
     jsonl_out: Optional[Path] = typer.Option(None, "--jsonl", help="Stream one JSON line per file."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Stream one CSV row per file."),
@@ -310,7 +313,7 @@ def scan(
             workers=workers,
         )
     d = detector.describe()
-    table = Table(title=f"{d['detector']} v{d['detector_version']}, threshold {d['threshold']:.3f} ({d['threshold_source']})")
+    table = Table(title=f"{d['detector']} v{d['detector_version']} on {d['backend']}, threshold {d['threshold']:.3f} ({d['threshold_source']})")
     for column in ("file", "verdict", "P(fake)", "faces", "notes"):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -413,7 +416,8 @@ def export(
 
 @app.command()
 def serve(
-    model: str = typer.Option("default", "--model", "-m", help="'default' or a checkpoint (.ckpt / .safetensors)."),
+    model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint (.ckpt / .safetensors) or an exported .onnx."),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="First line is the key (else $FAKESCOPE_API_KEY)."),
@@ -436,7 +440,7 @@ def serve(
         run_server(
             model, host, port, api_key_file=api_key_file, keep_uploads=keep_uploads, max_image_mb=max_image_mb,
             max_video_mb=max_video_mb, max_pixels=max_pixels, max_queue=max_queue, timeout_s=timeout,
-            cors_origins=tuple(cors_origin), no_faces=no_faces, threshold=threshold,
+            cors_origins=tuple(cors_origin), no_faces=no_faces, threshold=threshold, backend=backend,
         )
     except (FileNotFoundError, CheckpointError, ApiKeyError, ValueError) as error:
         fail(str(error))

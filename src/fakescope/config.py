@@ -24,6 +24,10 @@ class SourceConfig(_Strict):
     # A CSV pairing each fake with the real it was made from (columns naming the two files):
     # a pair is never divided between splits, so scenes cannot leak from train to test.
     pairs_csv: Path | None = None
+    # Each training item of this source is seen `repeat` times per epoch (its self-blends
+    # too, each a fresh blend): the way to weight a small source against large ones.
+    # Validation and test splits are not repeated.
+    repeat: int = Field(1, ge=1)
 
 
 class SelfBlendConfig(_Strict):

@@ -23,7 +23,10 @@ def source_name(root: Path) -> str:
 
 
 def discover_sources(config: DataConfig, run_dir: Path) -> tuple[DataSplits, dict[str, DataSplits]]:
-    """(all sources pooled, each source by name); manifests are written to / read from run_dir."""
+    """(all sources pooled, each source by name); manifests are written to / read from run_dir.
+
+    The pooled train split holds each source's train samples `repeat` times; by name they are once.
+    """
     if not config.sources:
         return discover(config, manifest_path=run_dir / MANIFEST), {}
     names = [source_name(s.root) for s in config.sources]
@@ -34,8 +37,9 @@ def discover_sources(config: DataConfig, run_dir: Path) -> tuple[DataSplits, dic
         single = config.model_copy(update={"root": source.root, "sources": []})
         groups = groups_from_pairs_csv(source.pairs_csv) if source.pairs_csv else None
         by_source[name] = discover(single, manifest_path=run_dir / manifest_name(name), groups=groups)
+    repeats = dict(zip(names, (s.repeat for s in config.sources)))
     pooled = DataSplits(
-        train=[s for splits in by_source.values() for s in splits.train],
+        train=[s for name, splits in by_source.items() for s in splits.train * repeats[name]],
         val=[s for splits in by_source.values() for s in splits.val],
         test=[s for splits in by_source.values() for s in splits.test],
         layout="sources: " + ", ".join(f"{n} ({s.layout})" for n, s in by_source.items()),

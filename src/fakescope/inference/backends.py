@@ -6,6 +6,7 @@ numpy array, so the Detector scores crops the same way whichever backend it hold
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal, Protocol
@@ -104,10 +105,21 @@ class OnnxBackend:
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.name = "onnxruntime"
+        self.name = f"onnxruntime-{_precision(self.session)}"
 
     def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(batch, torch.Tensor):
             batch = batch.detach().cpu().numpy()
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: inputs})[0], dtype=np.float32)
+
+
+def _precision(session) -> str:
+    """"int8" for a model `fakescope export --int8` wrote, else "fp32" (from its metadata)."""
+    from fakescope.export.onnx import METADATA_KEY
+
+    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}")
+    try:
+        return json.loads(metadata).get("precision", "fp32")
+    except (ValueError, AttributeError):  # metadata written by another tool
+        return "fp32"

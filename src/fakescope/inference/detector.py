@@ -124,6 +124,7 @@ class Detector:
             "threshold_source": self.threshold_source,
             "temperature": self.card.temperature,
             "face_stage": "mtcnn" if self.use_faces else "none",
+            "backend": self.backend.name,
         }
 
     # -- the model ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
 from torch import nn
 
 from fakescope.faces import crop_square
@@ -27,6 +26,10 @@ def _fake_logit_target(card: DetectorCard):
 
 def gradcam_maps(model: nn.Module, card: DetectorCard, batch: torch.Tensor) -> np.ndarray:
     """(B, 3, S, S) normalised batch -> (B, S, S) heat maps in [0, 1]."""
+    # Imported here: grad-cam brings scikit-learn and matplotlib (about 90 MB resident), which
+    # a scan without heat maps never needs.
+    from pytorch_grad_cam import GradCAM
+
     model.eval()
     target = _fake_logit_target(card)
     with torch.enable_grad(), GradCAM(model=model, target_layers=[model.cam_layer()]) as cam:

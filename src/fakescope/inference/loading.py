@@ -12,6 +12,8 @@ from fakescope.models.card import DetectorCard
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+# The default's INT8 export (ONNX Runtime), calibrated on its own: what "auto" and "onnx" run.
+DEFAULT_INT8 = WEIGHTS_DIR / "default.int8.onnx"
 BACKENDS = ("auto", "torch", "onnx")
 
 
@@ -34,22 +36,31 @@ def resolve(name_or_path: str | Path) -> Path:
 def load_detector(
     name_or_path: str | Path = "default", backend: Literal["auto", "torch", "onnx"] = "auto", **options
 ) -> Detector:
-    """backend "auto": ONNX Runtime for an exported `.onnx` model, PyTorch for a checkpoint."""
-    from fakescope.export.onnx import read_onnx_metadata
-
+    """backend "auto": ONNX Runtime for an exported `.onnx` model and for the shipped default
+    (its INT8 export, where installed), PyTorch for a checkpoint."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = resolve(name_or_path)
+    if str(name_or_path) == "default" and backend != "torch" and DEFAULT_INT8.is_file():
+        # INT8 runs every forward, with its own temperature and threshold; the fp32 weights
+        # it was quantised from stay loaded for Grad-CAM heat maps.
+        model, _ = load_checkpoint(path)
+        return Detector(model, onnx_card(DEFAULT_INT8), backend=OnnxBackend(DEFAULT_INT8), source=str(DEFAULT_INT8), **options)
     if path.suffix == ".onnx":
         if backend == "torch":
             raise CheckpointError(f"{path}: an ONNX model runs on the onnx backend only; give its checkpoint for torch")
-        metadata = read_onnx_metadata(path)
-        try:
-            card = DetectorCard.model_validate(metadata["card"])
-        except ValueError as error:  # pydantic's ValidationError is a ValueError
-            raise CheckpointError(f"{path}: bad detector card in its metadata ({error})") from error
-        return Detector(None, card, backend=OnnxBackend(path), source=str(path), **options)
+        return Detector(None, onnx_card(path), backend=OnnxBackend(path), source=str(path), **options)
     if backend == "onnx":
         raise CheckpointError(f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first")
     model, card = load_checkpoint(path)
     return Detector(model, card, source=str(path), **options)
+
+
+def onnx_card(path: Path) -> DetectorCard:
+    """The detector card embedded in an exported model's metadata."""
+    from fakescope.export.onnx import read_onnx_metadata
+
+    try:
+        return DetectorCard.model_validate(read_onnx_metadata(path)["card"])
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        raise CheckpointError(f"{path}: bad detector card in its metadata ({error})") from error

@@ -473,6 +473,8 @@ def render_summary(meta: dict, counts: dict, started: datetime, finished: dateti
         facts.append(f"temperature {_number(meta['temperature'], 2)}")
     if meta.get("face_stage"):
         facts.append(f"face stage: {_text(meta['face_stage'])}")
+    if meta.get("backend"):
+        facts.append(f"run by {_text(meta['backend'])}")
     tiles = "".join(
         f'<div class="count {key}"><b>{counts[key]}</b><span>{key}</span></div>'
         for key in ("files", "fake", "real", "unreadable")

@@ -288,6 +288,7 @@ def serve(
     cors_origins: tuple[str, ...] = (),
     no_faces: bool = False,
     threshold: float | None = None,
+    backend: str = "auto",
 ) -> None:
     """Load the detector, then serve the API and the page until SIGINT/SIGTERM.
 
@@ -311,7 +312,7 @@ def serve(
     options: dict = {"threshold": threshold, "max_pixels": settings.max_pixels}
     if no_faces:
         options["use_faces"] = False
-    detector = load_detector(model, **options)
+    detector = load_detector(model, backend=backend, **options)
     configure_access_log()
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
