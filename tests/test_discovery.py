@@ -20,6 +20,7 @@ from fakescope.data.discovery import (
     discover_folder,
     find_images,
     groups_from_pairs_csv,
+    has_layout,
     split_samples,
     validate_samples,
 )
@@ -216,6 +217,17 @@ def test_unrecognised_layout_lists_what_was_found_and_expected(tmp_path: Path) -
     assert "no recognised data layout" in message
     assert "'images'" in message and "'labels'" in message
     assert "ROOT/{real,fake}" in message and "ROOT/{0_real,1_fake}" in message
+
+
+def test_has_layout_tells_data_dirs_from_folders_of_images(tmp_path: Path) -> None:
+    assert has_layout(_flat_dataset(tmp_path / "flat"))
+    _write_images(tmp_path / "numbered" / "0_real", 2)
+    assert has_layout(tmp_path / "numbered")  # a class folder missing is discovery's error to report
+    _write_images(tmp_path / "split" / "Train" / "real", 2)
+    assert has_layout(tmp_path / "split")
+    _write_images(tmp_path / "photos" / "holiday", 2)
+    assert not has_layout(tmp_path / "photos")
+    assert not has_layout(tmp_path / "missing")
 
 
 def test_flat_layout_with_one_class_folder_missing(tmp_path: Path) -> None:

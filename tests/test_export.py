@@ -227,6 +227,17 @@ def test_labelled_calibration_folder_keeps_its_test_split_out(checkpoint: Path, 
     assert len(calibration) > len(held_out) > 0 and not set(calibration) & set(held_out)
 
 
+def test_a_malformed_labelled_calibration_folder_is_reported_not_halved(tmp_path: Path):
+    from fakescope.data.discovery import DataError
+    from fakescope.data.toy import make_toy_dataset
+    from fakescope.export.quantize import calibration_files
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=4, size=32, seed=3)
+    (data / "pairs.csv").write_text("original,swapped\na.png,b.png\n")
+    with pytest.raises(DataError, match="expected columns 'real' and 'fake'"):
+        calibration_files(data)
+
+
 def test_calibration_draws_evenly_from_several_folders():
     from fakescope.export.quantize import interleave
 

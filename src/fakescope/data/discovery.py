@@ -294,12 +294,7 @@ def _find_layout(source: dict[str, str], videos: bool) -> _Found:
         return _explicit_layout(source, videos)
     root = Path(source["root"])
     children = _subfolders_by_name(root)
-    kinds = {
-        LAYOUT_SPLITS: any(_pick(children, names, root) for names in _SPLIT_FOLDERS.values()),
-        LAYOUT_NUMBERED: any(_pick(children, names, root) for names in _NUMBERED_FOLDERS.values()),
-        LAYOUT_FLAT: any(_pick(children, names, root) for names in _FLAT_FOLDERS.values()),
-    }
-    present = [kind for kind, seen in kinds.items() if seen]
+    present = _layouts_present(root, children)
     if not present:
         found = sorted(path.name for path in children.values())
         raise DataError(
@@ -313,6 +308,24 @@ def _find_layout(source: dict[str, str], videos: bool) -> _Found:
     class_folders = _NUMBERED_FOLDERS if present[0] == LAYOUT_NUMBERED else _FLAT_FOLDERS
     samples = _class_samples(root, children, class_folders, required=True, videos=videos)
     return _Found(present[0], root, source, {"train": samples, "val": None, "test": None})
+
+
+def _layouts_present(root: Path, children: dict[str, Path]) -> list[str]:
+    kinds = {
+        LAYOUT_SPLITS: _SPLIT_FOLDERS,
+        LAYOUT_NUMBERED: _NUMBERED_FOLDERS,
+        LAYOUT_FLAT: _FLAT_FOLDERS,
+    }
+    return [kind for kind, folders in kinds.items() if any(_pick(children, names, root) for names in folders.values())]
+
+
+def has_layout(folder: str | Path) -> bool:
+    """True when `folder` has the split or class subfolders of a data dir (labelled images).
+
+    It may still be malformed (an ambiguous layout, a bad pairs.csv): discovery says how.
+    """
+    folder = Path(folder)
+    return folder.is_dir() and bool(_layouts_present(folder, _subfolders_by_name(folder)))
 
 
 def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str], videos: bool) -> _Found:

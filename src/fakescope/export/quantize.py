@@ -20,7 +20,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fakescope.data.augment import build_transform
-from fakescope.data.discovery import DataError, discover_folder, find_images
+from fakescope.data.discovery import discover_folder, find_images, has_layout
 from fakescope.data.toy import make_toy_dataset
 from fakescope.evaluation.evaluate import run_manifest_for
 from fakescope.export.onnx import ExportError, write_onnx
@@ -97,14 +97,14 @@ def calibration_files(folder: Path, checkpoint: Path | None = None) -> tuple[lis
 
     A labelled data dir gives its train and its val split (the split of the checkpoint's run
     when it trained on the folder): its test split stays unseen until `fakescope evaluate`
-    scores the INT8 model on it. Any other folder of images is halved, file by file.
+    scores the INT8 model on it; a malformed one (say, a bad pairs.csv) is a DataError, not a
+    plain folder. Any other folder of images is halved, file by file.
     """
-    manifest = run_manifest_for(checkpoint, folder) if checkpoint else None
-    try:
-        splits = discover_folder(folder, manifest_path=manifest, validate=False)
-    except DataError:
+    if not has_layout(folder):
         files = find_images(folder)
         return files[0::2], files[1::2]
+    manifest = run_manifest_for(checkpoint, folder) if checkpoint else None
+    splits = discover_folder(folder, manifest_path=manifest, validate=False)
     return [sample.path for sample in splits.train], [sample.path for sample in splits.val]
 
 
