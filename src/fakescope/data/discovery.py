@@ -316,7 +316,9 @@ def _layouts_present(root: Path, children: dict[str, Path]) -> list[str]:
         LAYOUT_NUMBERED: _NUMBERED_FOLDERS,
         LAYOUT_FLAT: _FLAT_FOLDERS,
     }
-    return [kind for kind, folders in kinds.items() if any(_pick(children, names, root) for names in folders.values())]
+    return [
+        kind for kind, folders in kinds.items() if any(_pick(children, names, root) for names in folders.values())
+    ]
 
 
 def has_layout(folder: str | Path) -> bool:

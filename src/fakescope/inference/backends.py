@@ -115,7 +115,7 @@ class OnnxBackend:
 
 
 def _precision(session) -> str:
-    """"int8" for a model `fakescope export --int8` wrote, else "fp32" (from its metadata)."""
+    """The precision `fakescope export` recorded in the model: "int8", else "fp32"."""
     from fakescope.export.onnx import METADATA_KEY
 
     metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}")
