@@ -40,7 +40,7 @@ train-default: $(DATASETS:%=crops/%/face_crops.json)
 # Issue 4's leave-one-out check: the same recipe without any photoshop-ciplab data, and
 # without any dfdc-faces data; evaluate each run on the set it never saw.
 LFW_SOURCE := {root: crops/faceswap-lfw}
-PS_SOURCE := {root: crops/photoshop-ciplab}
+PS_SOURCE := {root: crops/photoshop-ciplab, repeat: 2}
 DFDC_SOURCE := {root: crops/dfdc-faces, pairs_csv: crops/dfdc-faces/pairs.csv}
 train-leave-one-out: $(DATASETS:%=crops/%/face_crops.json)
 	$(BIN)/fakescope train configs/default.yaml --set name=default-without-photoshop \
