@@ -45,7 +45,8 @@ def load_detector(
         # INT8 runs every forward, with its own temperature and threshold; the fp32 weights
         # it was quantised from stay loaded for Grad-CAM heat maps.
         model, _ = load_checkpoint(path)
-        return Detector(model, onnx_card(DEFAULT_INT8), backend=OnnxBackend(DEFAULT_INT8), source=str(DEFAULT_INT8), **options)
+        backend_int8 = OnnxBackend(DEFAULT_INT8)
+        return Detector(model, onnx_card(DEFAULT_INT8), backend=backend_int8, source=str(DEFAULT_INT8), **options)
     if path.suffix == ".onnx":
         if backend == "torch":
             raise CheckpointError(f"{path}: an ONNX model runs on the onnx backend only; give its checkpoint for torch")
