@@ -106,6 +106,21 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
     assert (out / toy_data.name / "robustness.png").is_file()
 
 
+def test_evaluate_writes_one_prediction_per_image(trained_run: Path, toy_data: Path, tmp_path: Path):
+    """The per-file CSV agrees with the summary: same images, same accuracy at the threshold."""
+    out = tmp_path / "eval"
+    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "evaluation.json").read_text())["datasets"][toy_data.name]
+    with open(out / toy_data.name / metrics["predictions"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["n"] and {row["kind"] for row in rows} == {"image"}
+    assert len({row["file"] for row in rows}) == len(rows)
+    assert all(Path(row["file"]).parent.name == row["label"] for row in rows)  # toy layout: real/, fake/
+    correct = sum(row["prediction"] == row["label"] for row in rows)
+    assert correct / len(rows) == pytest.approx(metrics["accuracy"])
+
+
 def test_synth_sbi_writes_fakes(tmp_path: Path):
     from skimage import data as skdata
 
@@ -147,4 +162,6 @@ def test_evaluate_scores_videos_per_frame_and_per_video(trained_run: Path, toy_d
     assert videos["n"] == 12 and frames["n"] == 48
     assert videos["auc_roc"] > 0.9 and frames["auc_roc"] > 0.9
     assert (out / "videos" / "video_level_roc_curve.png").is_file()
+    with open(out / "videos" / "predictions.csv", newline="") as handle:
+        assert [row["kind"] for row in csv.DictReader(handle)] == ["video"] * 12
     assert "video" in result.output and "frame" in result.output

@@ -109,7 +109,8 @@ def evaluate(
         False, "--robustness", help="Also score under JPEG 95/75/50/30, blur, noise and downscaling (AUC, accuracy, plot)."
     ),
 ) -> None:
-    """Metrics, ROC and confusion-matrix plots and a JSON report, with the detector's face stage."""
+    """Metrics, ROC and confusion-matrix plots, a JSON report and per-file predictions (CSV), with
+    the detector's face stage."""
     from datetime import datetime
 
     from fakescope.checkpoint import CheckpointError

@@ -11,6 +11,8 @@ levels: per frame (every sampled frame, labelled as its video) and per video. Wi
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from fakescope.inference.loading import load_detector
 from fakescope.io.images import DEFAULT_MAX_PIXELS
 from fakescope.io.video import VIDEO_EXTENSIONS, VideoDecodeError
 from fakescope.models.scoring import probabilities
-from fakescope.utils import atomic_write_json
+from fakescope.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ def select_split(splits: DataSplits, split: str) -> list[Sample]:
 class ScoredVideos:
     """The videos of one split, scored as `scan` scores them (probabilities after temperature)."""
 
+    paths: list[Path]  # per video
     labels: np.ndarray  # per video
     p_fake: np.ndarray  # per video
     frame_labels: np.ndarray  # per sampled frame, its video's label
@@ -73,9 +76,10 @@ class ScoredVideos:
 
 @dataclass(frozen=True)
 class ScoredSplit:
-    """One split of one data dir, scored: image labels and logits of P(fake) before
+    """One split of one data dir, scored: image paths, labels and logits of P(fake) before
     temperature, and the videos (None when the split has none)."""
 
+    paths: list[Path]
     labels: np.ndarray
     logits: np.ndarray
     split_source: str  # the run's split manifest, or the layout the split was derived from
@@ -84,7 +88,7 @@ class ScoredSplit:
 
 
 class DecodedImages(Dataset):
-    """(RGB image, label) per sample, optionally degraded; None for a file that broke."""
+    """(RGB image, label, path) per sample, optionally degraded; None for a file that broke."""
 
     def __init__(self, samples: list[Sample], perturbation: Perturbation | None = None):
         self.samples = samples
@@ -94,12 +98,12 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int] | None:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, Path] | None:
         sample = self.samples[index]
         image = decode_or_warn(sample.path, DEFAULT_MAX_PIXELS, self._warned)
         if image is None:
             return None
-        return (self.perturbation(image) if self.perturbation else image), sample.label
+        return (self.perturbation(image) if self.perturbation else image), sample.label, sample.path
 
 
 def _keep_decoded(batch: list) -> list:
@@ -130,22 +134,23 @@ def score_split(
         num_workers=num_workers,
         collate_fn=_keep_decoded,
     )
-    labels, logits = [], []
+    paths, labels, logits = [], [], []
     for batch in loader:
         if batch:
-            logits.append(detector.image_logits([image for image, _ in batch], batch_size))
-            labels.append(np.array([label for _, label in batch], dtype=np.int64))
+            logits.append(detector.image_logits([image for image, _, _ in batch], batch_size))
+            labels.append(np.array([label for _, label, _ in batch], dtype=np.int64))
+            paths.extend(path for _, _, path in batch)
     split_source = str(manifest) if manifest else f"layout {splits.layout}"
     if not labels:
-        return ScoredSplit(np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, skipped, scored_videos)
-    return ScoredSplit(np.concatenate(labels), np.concatenate(logits), split_source, skipped, scored_videos)
+        return ScoredSplit([], np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, skipped, scored_videos)
+    return ScoredSplit(paths, np.concatenate(labels), np.concatenate(logits), split_source, skipped, scored_videos)
 
 
 def score_videos(
     detector: Detector, samples: list[Sample], batch_size: int, skipped: list[tuple[Path, str]]
 ) -> ScoredVideos | None:
     """Each video through `Detector.predict_video`; unreadable ones are appended to `skipped`."""
-    labels, p_fake, frame_labels, frame_p_fake = [], [], [], []
+    paths, labels, p_fake, frame_labels, frame_p_fake = [], [], [], [], []
     for sample in samples:
         try:
             result = detector.predict_video(sample.path, batch_size=batch_size)
@@ -153,13 +158,14 @@ def score_videos(
             log.warning("skipped %s (%s)", sample.path, error)
             skipped.append((sample.path, str(error)))
             continue
+        paths.append(sample.path)
         labels.append(sample.label)
         p_fake.append(result["probabilities"]["fake"])
         frame_labels.extend([sample.label] * len(result["timeline"]))
         frame_p_fake.extend(frame["p_fake"] for frame in result["timeline"])
     if not labels:
         return None
-    return ScoredVideos(np.array(labels), np.array(p_fake), np.array(frame_labels), np.array(frame_p_fake))
+    return ScoredVideos(paths, np.array(labels), np.array(p_fake), np.array(frame_labels), np.array(frame_p_fake))
 
 
 def robustness_sweep(
@@ -173,6 +179,25 @@ def robustness_sweep(
         results[name] = {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}
         log.info("robustness %s: AUC %s, accuracy %.4f", name, metrics["auc_roc"], metrics["accuracy"])
     return results
+
+
+PREDICTION_COLUMNS = ("file", "kind", "label", "p_fake", "prediction")
+
+
+def write_predictions(path: Path, scored: ScoredSplit, p_fake: np.ndarray, threshold: float) -> None:
+    """One row per image and per video (P(fake) after temperature, the verdict at `threshold`):
+    what error analysis by file name, difficulty or source needs beyond the summary metrics."""
+    rows = [(file, "image", label, p) for file, label, p in zip(scored.paths, scored.labels, p_fake)]
+    if scored.videos is not None:
+        videos = scored.videos
+        rows += [(file, "video", label, p) for file, label, p in zip(videos.paths, videos.labels, videos.p_fake)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
+    for file, kind, label, p in rows:
+        verdict = "fake" if p >= threshold else "real"
+        writer.writerow([file, kind, "fake" if label else "real", f"{p:.6f}", verdict])
+    atomic_write_text(path, buffer.getvalue())
 
 
 def video_metrics(videos: ScoredVideos, detector: Detector, out_dir: Path, title: str) -> dict:
@@ -224,8 +249,8 @@ def evaluate_checkpoint(
         scored = score_split(detector, checkpoint, data_dir, split, None, batch_size, num_workers)
         name = data_dir.resolve().name
         metrics: dict = {}
+        probs = probabilities(scored.logits, card.temperature)
         if len(scored.labels):
-            probs = probabilities(scored.logits, card.temperature)
             metrics = evaluate_scores(
                 scored.labels,
                 probs,
@@ -241,6 +266,8 @@ def evaluate_checkpoint(
                 plot_robustness(sweep, out_dir / name / "robustness.png")
         if scored.videos is not None:
             metrics["videos"] = video_metrics(scored.videos, detector, out_dir / name, f"{card.name} on {name} ({split})")
+        write_predictions(out_dir / name / "predictions.csv", scored, probs, detector.threshold)
+        metrics["predictions"] = "predictions.csv"
         metrics["split_source"] = scored.split_source
         metrics["skipped"] = [{"path": str(p), "reason": r} for p, r in scored.skipped]
         report["datasets"][name] = metrics
