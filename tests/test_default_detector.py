@@ -12,6 +12,7 @@ from fakescope.inference.loading import DEFAULT_INT8, DEFAULT_WEIGHTS
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped default detector in this checkout")
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
+PARITY_PER_FACE = 0.1
 
 
 def faces() -> list[np.ndarray]:
@@ -32,7 +33,11 @@ def test_default_runs_int8_and_agrees_with_its_fp32_weights():
     int8, fp32 = fakescope.load("default"), fakescope.load("default", backend="torch")
     assert int8.backend.name == "onnxruntime-int8" and fp32.backend.name == "torch-fp32-channels-last"
     for a, b in zip(int8.predict_batch(faces()), fp32.predict_batch(faces())):
-        assert a["probabilities"]["fake"] == pytest.approx(b["probabilities"]["fake"], abs=0.05)
+        # Each model at its own calibrated threshold gives the same verdict. P(fake) itself
+        # moves: on held-out crops the exports of the shipped defaults differed from fp32 by
+        # 0.02-0.04 on average and up to 0.3 on single faces.
+        assert a["prediction"] == b["prediction"]
+        assert a["probabilities"]["fake"] == pytest.approx(b["probabilities"]["fake"], abs=PARITY_PER_FACE)
 
 
 def test_default_finds_and_scores_each_face_with_heat_maps():
