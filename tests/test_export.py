@@ -164,7 +164,7 @@ def test_the_default_runs_its_int8_export_and_explains_with_its_weights(
     monkeypatch.setattr(loading, "DEFAULT_INT8", int8)
     detector = fakescope.load("default")
     assert detector.backend.name == "onnxruntime-int8" and detector.describe()["backend"] == "onnxruntime-int8"
-    assert detector.card == loading.onnx_card(int8)  # INT8's own temperature and threshold
+    assert detector.card == loading.onnx_model(int8)[1]  # INT8's own temperature and threshold
     image = next((toy_data / "fake").iterdir())
     assert "data:image/png" in json.dumps(detector.predict(image, explain=True))
     assert fakescope.load("default", backend="torch").backend.name.startswith("torch")
@@ -217,7 +217,7 @@ def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_dat
 def test_labelled_calibration_folder_keeps_its_test_split_out(checkpoint: Path, toy_data: Path):
     from fakescope.config import DataConfig
     from fakescope.data.discovery import discover
-    from fakescope.evaluation.evaluate import run_manifest_for
+    from fakescope.data.discovery import run_manifest_for
     from fakescope.export.quantize import calibration_files
 
     calibration, held_out = calibration_files(toy_data, checkpoint)

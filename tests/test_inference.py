@@ -162,10 +162,11 @@ def test_heat_maps_peak_inside_the_known_fake_patch(detector: Detector, toy_data
 
 def test_explain_image_overlays_faces_and_reports_carry_heat_maps(face_detector: Detector):
     photo = group_photo()
-    overlay = explain_image(face_detector, photo)
+    overlay, p_fake = explain_image(face_detector, photo)
     assert overlay.shape == photo.shape and overlay.dtype == np.uint8
     assert not np.array_equal(overlay, photo)
     result = face_detector.predict(photo, explain=True)
+    assert p_fake == pytest.approx(result["probabilities"]["fake"], abs=1e-5)
     uri = result["faces"][0]["heatmap"]
     assert uri.startswith("data:image/png;base64,")
     import base64

@@ -170,7 +170,7 @@ def test_bf16_channels_last_and_accumulation_train(tmp_path: Path):
 
 def test_several_sources_are_split_apart_and_scored_apart(tmp_path: Path):
     from fakescope.config import SourceConfig
-    from fakescope.evaluation.evaluate import run_manifest_for
+    from fakescope.data.discovery import run_manifest_for
 
     first = make_toy_dataset(tmp_path / "alpha", n_per_class=20, size=48, seed=6)
     second = make_toy_dataset(tmp_path / "beta", n_per_class=20, size=48, seed=7)

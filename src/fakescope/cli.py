@@ -366,15 +366,14 @@ def explain(
     except (ImageDecodeError, OSError) as error:
         fail(str(error), code=2)
     try:
-        overlay = explain_image(detector, pixels)
+        overlay, p_fake = explain_image(detector, pixels)
     except TorchModelRequiredError as error:
         fail(str(error))
     ok, encoded = cv2.imencode(out.suffix or ".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if not ok:
         fail(f"cannot encode an image as {out.suffix!r}; use .png or .jpg")
     atomic_write_bytes(out, encoded.tobytes())
-    result = detector.predict(pixels)
-    console.print(f"{result['prediction']}  P(fake) {result['probabilities']['fake']:.3f}  overlay: {out}")
+    console.print(f"{detector.verdict(p_fake)['prediction']}  P(fake) {p_fake:.3f}  overlay: {out}")
 
 
 @app.command()

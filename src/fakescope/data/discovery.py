@@ -22,7 +22,7 @@ import logging
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -75,6 +75,13 @@ class DataSplits:
     layout: str
     # Files left out because they are not readable images: (path, reason).
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # The saved split this one was read from or written to, if any.
+    manifest: Path | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the split came from: its manifest, else the layout it was derived from."""
+        return str(self.manifest) if self.manifest else f"layout {self.layout}"
 
 
 class DataError(ValueError):
@@ -141,6 +148,8 @@ def discover(
             _write_manifest(Path(manifest_path), splits, found, config, grouped=groups is not None)
     if validate:
         splits = _without_broken_files(splits)
+    if manifest_path is not None:
+        splits = replace(splits, manifest=Path(manifest_path))
     _check_classes(splits, config)
     for name in SPLITS:
         counts = count_labels(getattr(splits, name))
@@ -149,18 +158,36 @@ def discover(
 
 
 def discover_folder(
-    data_dir: Path, manifest_path: Path | None = None, validate: bool = True, videos: bool = False
+    data_dir: Path, checkpoint: Path | None = None, validate: bool = True, videos: bool = False
 ) -> DataSplits:
-    """One data dir given on its own (evaluate, calibrate, export): its saved split when a run
-    made one, else the default split, with its `pairs.csv` groups kept together when it has one.
+    """One data dir given on its own (evaluate, calibrate, export): the split of the run that
+    made `checkpoint` when that run trained on `data_dir`, else the default split, with its
+    `pairs.csv` groups kept together when it has one.
 
-    Training splits a source with `pairs_csv` by its groups; without them here, the default
-    split of the same folder would differ from the training run's, and its "test" images would
-    include training ones. With the same groups the split comes out the same.
+    The run's own split keeps its training images out of the test. Training splits a source
+    with `pairs_csv` by its groups; without them here, the default split of the same folder
+    would differ from the training run's, and its "test" images would include training ones.
+    With the same groups the split comes out the same.
     """
+    manifest = run_manifest_for(checkpoint, data_dir) if checkpoint is not None else None
     pairs = Path(data_dir) / PAIRS_FILE
     groups = groups_from_pairs_csv(pairs) if pairs.is_file() else None
-    return discover(DataConfig(root=data_dir), manifest_path=manifest_path, groups=groups, validate=validate, videos=videos)
+    return discover(DataConfig(root=data_dir), manifest_path=manifest, groups=groups, validate=validate, videos=videos)
+
+
+def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
+    """The split manifest of the run that made `checkpoint`, when that run used `data_dir`.
+
+    The run dir is looked for up to three levels above the file, nearest first, so that
+    `<run>/checkpoints/best.ckpt`, `<run>/calibrated/detector.safetensors` and an export
+    beside either (`<run>/checkpoints/export/lite0.int8.onnx`) all find it.
+    """
+    for run_dir in Path(checkpoint).resolve().parents[:3]:
+        for manifest in sorted(run_dir.glob("split_manifest*.json")):
+            root = json.loads(manifest.read_text()).get("root")
+            if root and Path(root).resolve() == Path(data_dir).resolve():
+                return manifest
+    return None
 
 
 def split_samples(

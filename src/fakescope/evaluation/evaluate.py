@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,22 +38,6 @@ from fakescope.utils import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "all")
-
-
-def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
-    """The split manifest of the run that made `checkpoint`, when that run used `data_dir`.
-
-    Evaluating a flat folder with the run's own split keeps its training images out of the test.
-    The run dir is looked for up to three levels above the file, nearest first, so that
-    `<run>/checkpoints/best.ckpt`, `<run>/calibrated/detector.safetensors` and an export
-    beside either (`<run>/checkpoints/export/lite0.int8.onnx`) all find it.
-    """
-    for run_dir in checkpoint.resolve().parents[:3]:
-        for manifest in sorted(run_dir.glob("split_manifest*.json")):
-            root = json.loads(manifest.read_text()).get("root")
-            if root and Path(root).resolve() == data_dir.resolve():
-                return manifest
-    return None
 
 
 def select_split(splits: DataSplits, split: str) -> list[Sample]:
@@ -121,8 +104,7 @@ def score_split(
 ) -> ScoredSplit:
     """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes),
     and its videos scored (not under a perturbation)."""
-    manifest = run_manifest_for(checkpoint, data_dir)
-    splits = discover_folder(data_dir, manifest_path=manifest, videos=True)
+    splits = discover_folder(data_dir, checkpoint, videos=True)
     samples = select_split(splits, split)
     images = [s for s in samples if s.path.suffix.lower() not in VIDEO_EXTENSIONS]
     videos = [s for s in samples if s.path.suffix.lower() in VIDEO_EXTENSIONS]
@@ -140,10 +122,9 @@ def score_split(
             logits.append(detector.image_logits([image for image, _, _ in batch], batch_size))
             labels.append(np.array([label for _, label, _ in batch], dtype=np.int64))
             paths.extend(path for _, _, path in batch)
-    split_source = str(manifest) if manifest else f"layout {splits.layout}"
     if not labels:
-        return ScoredSplit([], np.zeros(0, np.int64), np.zeros(0, np.float32), split_source, skipped, scored_videos)
-    return ScoredSplit(paths, np.concatenate(labels), np.concatenate(logits), split_source, skipped, scored_videos)
+        return ScoredSplit([], np.zeros(0, np.int64), np.zeros(0, np.float32), splits.source, skipped, scored_videos)
+    return ScoredSplit(paths, np.concatenate(labels), np.concatenate(logits), splits.source, skipped, scored_videos)
 
 
 def score_videos(

@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader
 from fakescope.data.augment import build_transform
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
 from fakescope.data.discovery import discover_folder
-from fakescope.evaluation.evaluate import run_manifest_for, select_split
+from fakescope.evaluation.evaluate import select_split
 from fakescope.evaluation.metrics import auc_and_average_precision
-from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend
+from fakescope.inference.backends import Backend, TorchBackend
+from fakescope.inference.loading import onnx_model
 from fakescope.models.card import DetectorCard
 from fakescope.models.scoring import fake_probability
 
@@ -64,7 +65,7 @@ def parity_report(
     checkpoint: lets a labelled dir that the checkpoint's run trained on use the run's split.
     """
     backends: dict[str, Backend] = {REFERENCE: TorchBackend(model, precision="fp32", channels_last=False)}
-    backends.update({name: OnnxBackend(path) for name, path in onnx_files.items()})
+    backends.update({name: onnx_model(path)[0] for name, path in onnx_files.items()})
     batches = (inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size))
     report = {
         "reference": REFERENCE,
@@ -79,8 +80,7 @@ def parity_report(
 def _labelled_report(
     backends: dict[str, Backend], card: DetectorCard, data_dir: Path, checkpoint: Path | None, split: str, batch_size: int
 ) -> dict:
-    manifest = run_manifest_for(checkpoint, data_dir) if checkpoint else None
-    splits = discover_folder(data_dir, manifest_path=manifest)
+    splits = discover_folder(data_dir, checkpoint)
     transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
     loader = DataLoader(
         ImageDataset(select_split(splits, split), transform), batch_size=batch_size, collate_fn=collate_skip_broken
@@ -99,7 +99,7 @@ def _labelled_report(
     return {
         "data": str(data_dir),
         "split": split,
-        "split_source": str(manifest) if manifest else f"layout {splits.layout}",
+        "split_source": splits.source,
         "n": len(truth),
         "auc": auc,
         "auc_change": {name: value - auc[REFERENCE] for name, value in auc.items() if name != REFERENCE},

@@ -22,7 +22,6 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from fakescope.data.augment import build_transform
 from fakescope.data.discovery import discover_folder, find_images, has_layout
 from fakescope.data.toy import make_toy_dataset
-from fakescope.evaluation.evaluate import run_manifest_for
 from fakescope.export.onnx import ExportError, write_onnx
 from fakescope.faces import FaceDetector, crop_face
 from fakescope.io.images import ImageDecodeError, decode_image
@@ -103,8 +102,7 @@ def calibration_files(folder: Path, checkpoint: Path | None = None) -> tuple[lis
     if not has_layout(folder):
         files = find_images(folder)
         return files[0::2], files[1::2]
-    manifest = run_manifest_for(checkpoint, folder) if checkpoint else None
-    splits = discover_folder(folder, manifest_path=manifest, validate=False)
+    splits = discover_folder(folder, checkpoint, validate=False)
     return [sample.path for sample in splits.train], [sample.path for sample in splits.val]
 
 

@@ -6,7 +6,6 @@ numpy array, so the Detector scores crops the same way whichever backend it hold
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal, Protocol
@@ -92,7 +91,9 @@ class OnnxBackend:
     Sequential execution: a CNN is a chain of ops, so parallel branches would only add overhead.
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int | None = None):
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, precision: str = "fp32"):
+        """precision: what the model computes in, for the backend's name; the loader reads it
+        from the export's metadata (`fakescope.inference.loading.onnx_model`)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -105,7 +106,7 @@ class OnnxBackend:
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.name = f"onnxruntime-{_precision(self.session)}"
+        self.name = f"onnxruntime-{precision}"
 
     def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(batch, torch.Tensor):
@@ -113,13 +114,3 @@ class OnnxBackend:
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: inputs})[0], dtype=np.float32)
 
-
-def _precision(session) -> str:
-    """The precision `fakescope export` recorded in the model: "int8", else "fp32"."""
-    from fakescope.export.onnx import METADATA_KEY
-
-    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}")
-    try:
-        return json.loads(metadata).get("precision", "fp32")
-    except (ValueError, AttributeError):  # metadata written by another tool
-        return "fp32"

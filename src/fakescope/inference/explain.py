@@ -73,8 +73,9 @@ def overlay_png_data_uri(crop: np.ndarray, heatmap: np.ndarray, max_side: int = 
     return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
-def explain_image(detector, image: np.ndarray) -> np.ndarray:
-    """The image with each scored face's heat map blended in place and its box and P(fake) drawn.
+def explain_image(detector, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image with each scored face's heat map blended in place and its box and P(fake)
+    drawn, and the image's P(fake) (its most suspicious face's, as `predict` scores it).
 
     With no face found (or a whole-image detector) the heat map covers the whole image.
     """
@@ -82,8 +83,9 @@ def explain_image(detector, image: np.ndarray) -> np.ndarray:
     prepared = detector.prepare(image, detection)
     scores = detector.score_crops(prepared.crops)
     maps = explain_crops(detector.model, detector.card, prepared.crops, detector.transform)
+    p_fake = float(max(scores))
     if prepared.fallback:
-        return overlay_heatmap(image, maps[0])
+        return overlay_heatmap(image, maps[0]), p_fake
     canvas = image.copy()
     height, width = image.shape[:2]
     for face, heatmap, score in zip(prepared.faces, maps, scores):
@@ -98,4 +100,4 @@ def explain_image(detector, image: np.ndarray) -> np.ndarray:
         cv2.rectangle(canvas, (bx1, by1), (bx2, by2), colour, thickness)
         cv2.putText(canvas, f"P(fake) {score:.2f}", (bx1, max(by1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     max(0.4, thickness / 4), colour, max(1, thickness // 2), cv2.LINE_AA)
-    return canvas
+    return canvas, p_fake

@@ -45,23 +45,26 @@ def load_detector(
         # INT8 runs every forward, with its own temperature and threshold; the fp32 weights
         # it was quantised from stay loaded for Grad-CAM heat maps.
         model, _ = load_checkpoint(path)
-        backend_int8 = OnnxBackend(DEFAULT_INT8)
-        return Detector(model, onnx_card(DEFAULT_INT8), backend=backend_int8, source=str(DEFAULT_INT8), **options)
+        backend_int8, card = onnx_model(DEFAULT_INT8)
+        return Detector(model, card, backend=backend_int8, source=str(DEFAULT_INT8), **options)
     if path.suffix == ".onnx":
         if backend == "torch":
             raise CheckpointError(f"{path}: an ONNX model runs on the onnx backend only; give its checkpoint for torch")
-        return Detector(None, onnx_card(path), backend=OnnxBackend(path), source=str(path), **options)
+        onnx_backend, card = onnx_model(path)
+        return Detector(None, card, backend=onnx_backend, source=str(path), **options)
     if backend == "onnx":
         raise CheckpointError(f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first")
     model, card = load_checkpoint(path)
     return Detector(model, card, source=str(path), **options)
 
 
-def onnx_card(path: Path) -> DetectorCard:
-    """The detector card embedded in an exported model's metadata."""
+def onnx_model(path: Path) -> tuple[OnnxBackend, DetectorCard]:
+    """An exported detector's ONNX Runtime session and the card embedded in its metadata."""
     from fakescope.export.onnx import read_onnx_metadata
 
+    metadata = read_onnx_metadata(path)
     try:
-        return DetectorCard.model_validate(read_onnx_metadata(path)["card"])
+        card = DetectorCard.model_validate(metadata["card"])
     except ValueError as error:  # pydantic's ValidationError is a ValueError
         raise CheckpointError(f"{path}: bad detector card in its metadata ({error})") from error
+    return OnnxBackend(path, precision=metadata.get("precision", "fp32")), card
