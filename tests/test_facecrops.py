@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from fakescope.data.discovery import DataError, groups_from_pairs_csv
+from fakescope.data.discovery import DataError, discover_folder, groups_from_pairs_csv
 from fakescope.data.facecrops import LANDMARKS_FILE, extract_face_crops, load_crop_landmarks
 
 
@@ -50,3 +50,25 @@ def test_crops_refuse_to_write_into_their_source(tmp_path: Path):
     src = make_source(tmp_path / "src")
     with pytest.raises(DataError, match="must not lie inside"):
         extract_face_crops(src, src / "crops")
+
+
+def test_crops_split_as_their_source(tmp_path: Path):
+    # A run trained on crops holds out the same test images that `fakescope evaluate` picks from
+    # the raw folder, so the raw images can be scored through the face stage once, as `scan` does.
+    src = tmp_path / "src"
+    rng = np.random.default_rng(1)
+    pairs = ["real,fake"]
+    for label in ("real", "fake"):
+        (src / label).mkdir(parents=True)
+        for i in range(24):
+            pixels = rng.integers(0, 256, (48 + i, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(src / label / f"{label}_{i}.{'png' if i % 3 else 'jpg'}")
+    pairs += [f"real_{i}.{'png' if i % 3 else 'jpg'},fake_{i}.{'png' if i % 3 else 'jpg'}" for i in range(12)]
+    (src / "pairs.csv").write_text("\n".join(pairs) + "\n")
+    extract_face_crops(src, tmp_path / "crops", size=64)
+
+    raw, crops = discover_folder(src), discover_folder(tmp_path / "crops")
+    for split in ("train", "val", "test"):
+        assert getattr(raw, split), split
+        names = [{(s.path.parent.name, s.path.stem) for s in getattr(found, split)} for found in (raw, crops)]
+        assert names[0] == names[1], split
