@@ -67,7 +67,7 @@ default-weights: install
 # the face stage once, as `scan` reads them (a raw folder splits as its crops did, so these are
 # the test images the training run held out); the fp32 weights and the INT8 export `scan` runs;
 # robustness re-encodes and degrades both classes alike (faceswap-lfw's raw JPEG tables differ
-# by class, so its number is read from the re-encoded copies).
+# by class, so its raw AUC counts only where its JPEG 95 and 75 copies agree with it).
 EVAL ?= eval-default
 evaluate-default: install
 	$(BIN)/fakescope evaluate $(WEIGHTS)/default.safetensors $(DATASETS:%=--data ../shared/data/%) -o $(EVAL)/fp32
