@@ -53,7 +53,7 @@ def test_none_preset_ignores_train() -> None:
     assert torch.equal(train, evaluation)
 
 
-@pytest.mark.parametrize("preset", ["light", "enhanced", "robust"])
+@pytest.mark.parametrize("preset", ["light", "enhanced", "robust", "degrade"])
 def test_training_presets_are_random_but_seeded(preset: str) -> None:
     image = _image()
     outputs = [build_transform(preset, 48, MEAN, STD, train=True, seed=5)(image) for _ in range(2)]
