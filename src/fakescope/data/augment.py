@@ -11,8 +11,7 @@ detector's input size, normalise with its mean/std. Training presets:
               built to survive re-encoded and resized images);
 - "degrade":  "light", then (sometimes) one of the degradations files meet on their way to a
               scan, at the strengths of `fakescope evaluate --robustness`: Gaussian blur up to
-              sigma 2, Gaussian noise, down-scaling to a quarter, JPEG down to quality 30
-              (encoded at up to half the size, as a re-saved photo encodes its face).
+              sigma 2, Gaussian noise, down-scaling to a quarter, JPEG down to quality 30.
               The default detector's preset: mild enough to leave most faces sharp.
 """
 
@@ -173,10 +172,6 @@ def _robust(size: int) -> list:
 def _degrade(size: int) -> list:
     # Degrade at the file's own resolution, before the resize: that is where a re-saved,
     # blurred or shrunk file did its harm. Noise std 0.01-0.05 of the range (~3-13 levels).
-    # A hard JPEG is mostly encoded smaller than the crop: a photo is saved whole, so its
-    # 8x8 blocks fall on the face at the face's own size (about 150 px for an LFW frame's
-    # face and margin), which the crop then enlarges. Encoded at the crop's 256 px, JPEG 50 cost
-    # the first defaults 0.0003 AUC on LFW; encoded on the 250-px frames, 0.0147.
     return [
         A.OneOf(
             [
@@ -189,13 +184,7 @@ def _degrade(size: int) -> list:
             ],
             p=0.3,
         ),
-        A.Sequential(
-            [
-                A.RandomScale(scale_limit=(-0.5, 0.0), interpolation=cv2.INTER_AREA, p=1.0),
-                A.ImageCompression(quality_range=(30, 60), p=1.0),
-            ],
-            p=0.3,
-        ),
+        A.ImageCompression(quality_range=(30, 60), p=0.15),
         *_light(size),
     ]
 
