@@ -103,6 +103,12 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
     sweep = metrics["robustness"]
     assert list(sweep)[:2] == ["none", "jpeg_95"] and len(sweep) == 10
     assert sweep["none"]["auc_roc"] == metrics["auc_roc"]
+    with open(out / toy_data.name / metrics["predictions"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for label in ("real", "fake"):  # which way each degradation moves each class
+        mean = np.mean([float(row["p_fake"]) for row in rows if row["label"] == label])
+        assert sweep["none"]["mean_p_fake"][label] == pytest.approx(mean, abs=1e-5)
+        assert all(0.0 <= entry["mean_p_fake"][label] <= 1.0 for entry in sweep.values())
     assert (out / toy_data.name / "robustness.png").is_file()
 
 

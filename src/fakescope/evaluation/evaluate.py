@@ -156,10 +156,20 @@ def robustness_sweep(
     results = {}
     for name, perturbation in SWEEP.items():
         scored = score_split(detector, checkpoint, data_dir, split, perturbation, batch_size, num_workers)
-        metrics = binary_metrics(scored.labels, probabilities(scored.logits, detector.card.temperature), threshold)
-        results[name] = {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}
-        log.info("robustness %s: AUC %s, accuracy %.4f", name, metrics["auc_roc"], metrics["accuracy"])
+        results[name] = sweep_entry(scored.labels, probabilities(scored.logits, detector.card.temperature), threshold)
+        log.info("robustness %s: AUC %s, accuracy %.4f", name, results[name]["auc_roc"], results[name]["accuracy"])
     return results
+
+
+def sweep_entry(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict:
+    """One row of a robustness sweep. The mean P(fake) of each class says which way a
+    degradation fails: fakes losing their traces, or reals starting to look edited."""
+    metrics = binary_metrics(labels, p_fake, threshold)
+    mean_p_fake = {
+        label: float(p_fake[labels == value].mean()) if (labels == value).any() else None
+        for value, label in ((0, "real"), (1, "fake"))
+    }
+    return {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"], "mean_p_fake": mean_p_fake}
 
 
 PREDICTION_COLUMNS = ("file", "kind", "label", "p_fake", "prediction")
@@ -241,7 +251,7 @@ def evaluate_checkpoint(
                 title=f"{card.name} on {name} ({split})",
             )
             if robustness:
-                sweep = {"none": {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"]}}
+                sweep = {"none": sweep_entry(scored.labels, probs, detector.threshold)}
                 sweep |= robustness_sweep(detector, checkpoint, data_dir, split, detector.threshold, batch_size, num_workers)
                 metrics["robustness"] = sweep
                 plot_robustness(sweep, out_dir / name / "robustness.png")
