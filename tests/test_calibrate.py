@@ -209,3 +209,23 @@ def test_perfectly_separated_images_warn_that_the_temperature_is_unreliable():
     overlapping = calibrate_scores(labels, overlapping_logits, card, "fpr", 0.0)
     assert overlapping.warnings == []
     assert overlapping.threshold > overlapping.probs_after[2]  # the real at 1.5 is not flagged
+
+
+def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(run_copy: Path, toy_data: Path, tmp_path: Path):
+    from fakescope.inference.loading import load_detector
+
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    plain = calibrate_checkpoint(checkpoint, [toy_data], out=tmp_path / "plain", num_workers=0)
+    mirrored = calibrate_checkpoint(checkpoint, [toy_data], out=tmp_path / "mirror", num_workers=0, mirror_average=True)
+
+    _, card = load_checkpoint(tmp_path / "mirror" / "detector.safetensors")
+    assert card.mirror_average and card.temperature == mirrored["temperature"]
+    # Fitted on the averaged scores, which differ from the plain ones.
+    assert mirrored["before"]["log_loss"] != pytest.approx(plain["before"]["log_loss"], abs=1e-6)
+    detector = load_detector(tmp_path / "mirror" / "detector.safetensors")
+    assert detector.card.mirror_average
+    # Exported, the ONNX model carries the setting in its card.
+    from fakescope.export.onnx import export_command
+
+    onnx = Path(export_command(tmp_path / "mirror" / "detector.safetensors")["files"]["onnx"])
+    assert load_detector(onnx).card.mirror_average

@@ -247,3 +247,16 @@ def test_scan_with_a_producer_pool_gives_the_same_results_in_the_same_order(
     assert "error" in pooled[3] and "error" in pooled[4] and pooled[5]["kind"] == "video"
     for a, b in zip(plain, pooled):
         assert a.get("probabilities") == b.get("probabilities")
+
+
+def test_mirror_average_scores_each_crop_with_its_mirror_image(trained_run: Path, toy_data: Path):
+    plain = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"))
+    mirrored = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"))
+    mirrored.card = mirrored.card.with_updates(mirror_average=True)
+    crops = [decode_image(path) for path in sorted((toy_data / "fake").iterdir())[:4]]
+    flipped = [crop[:, ::-1] for crop in crops]
+    expected = (plain.crop_logits(crops) + plain.crop_logits(flipped)) / 2
+    np.testing.assert_allclose(mirrored.crop_logits(crops), expected, atol=1e-5)
+    # A crop and its mirror image get one score; without averaging they need not.
+    np.testing.assert_allclose(mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5)
+    assert not np.allclose(plain.crop_logits(flipped), plain.crop_logits(crops), atol=1e-5)

@@ -150,6 +150,10 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output dir (default: <run>/calibrated; pass -o for a detector outside a run dir)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing calibration there."),
     batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Crops per forward."),
+    mirror_average: Optional[bool] = typer.Option(
+        None, "--mirror-average/--no-mirror-average",
+        help="Average each face's score with its mirror image's (twice the model's work); default: as the card says.",
+    ),
 ) -> None:
     """Fit temperature and decision threshold on validation data; write a calibrated detector."""
     from fakescope.evaluation.calibrate import calibrate_checkpoint
@@ -157,7 +161,7 @@ def calibrate(
     try:
         report = calibrate_checkpoint(
             checkpoint, data, out, split=split, method=method, target_fpr=target_fpr,
-            n_bins=bins, overwrite=overwrite, batch_size=batch_size,
+            n_bins=bins, overwrite=overwrite, batch_size=batch_size, mirror_average=mirror_average,
         )
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))

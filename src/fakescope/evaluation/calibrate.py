@@ -196,8 +196,12 @@ def calibrate_checkpoint(
     overwrite: bool = False,
     batch_size: int = 64,
     num_workers: int = 2,
+    mirror_average: bool | None = None,
 ) -> dict:
     """Calibrate `checkpoint` on the `split` of `data_dirs` (pooled) and return the report.
+
+    mirror_average: switch the card's mirror averaging on or off (None keeps the card's) before
+        scoring, so the temperature and threshold are fitted to the scores it will give.
 
     Writes the calibrated detector, `calibration.json` and the reliability diagram to `out`
     (default `default_output_dir`); refuses to replace existing files unless `overwrite`.
@@ -209,6 +213,8 @@ def calibrate_checkpoint(
         _refuse_existing(out_dir)
 
     detector = load_detector(checkpoint)
+    if mirror_average is not None:
+        detector.card = detector.card.with_updates(mirror_average=mirror_average)
     card = detector.card
     scored = {
         data_dir.resolve().name: score_split(

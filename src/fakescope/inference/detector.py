@@ -129,9 +129,17 @@ class Detector:
 
     # -- the model ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """Logit of P(fake) for each crop (RGB uint8), before temperature; one forward per batch."""
+        """Logit of P(fake) for each crop (RGB uint8), before temperature; with the card's
+        `mirror_average`, the mean of the crop's and its mirror image's."""
+        logits = self._forward(crops, batch_size)
+        if self.card.mirror_average:
+            logits = (logits + self._forward([crop[:, ::-1] for crop in crops], batch_size)) / 2
+        return logits
+
+    @torch.inference_mode()
+    def _forward(self, crops: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+        """One forward per batch of crops; the logit of P(fake) of each."""
         logits = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
