@@ -132,10 +132,11 @@ class Detector:
     def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Logit of P(fake) for each crop (RGB uint8), before temperature; with the card's
         `mirror_average`, the mean of the crop's and its mirror image's."""
-        logits = self._forward(crops, batch_size)
-        if self.card.mirror_average:
-            logits = (logits + self._forward([crop[:, ::-1] for crop in crops], batch_size)) / 2
-        return logits
+        if not self.card.mirror_average:
+            return self._forward(crops, batch_size)
+        # Crops and mirrors in one list: a few crops and their mirrors share one forward.
+        both = self._forward([*crops, *(crop[:, ::-1] for crop in crops)], batch_size)
+        return (both[: len(crops)] + both[len(crops) :]) / 2
 
     @torch.inference_mode()
     def _forward(self, crops: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
