@@ -89,7 +89,7 @@ def test_resume_matches_an_unbroken_run(tmp_path: Path):
     a = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"]
-    assert a["global_step"] == b["global_step"]
+    assert a["global_step"] == b["global_step"] == json.loads((unbroken / "results.json").read_text())["global_step"]
     steps_a = [s["step"] for s in a["optimizer_states"][0]["state"].values()]
     steps_b = [s["step"] for s in b["optimizer_states"][0]["state"].values()]
     assert steps_a == steps_b
@@ -214,3 +214,25 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     results = json.loads((run / "results.json").read_text())
     # 28 training images plus one self-blend of each of the 14 reals: 42 items, 6 batches an epoch.
     assert results["global_step"] == 12
+
+
+def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=6)
+    unbroken = fit(_config(data, tmp_path / "a", epochs=2, ema_decay=0.9))
+    payload = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
+    # Validation AUC does not improve in the second epoch here: "last" is the end all the same.
+    assert payload["global_step"] == json.loads((unbroken / "results.json").read_text())["global_step"]
+    averaged, trained = payload["state_dict"], payload["current_model_state"]
+    assert averaged.keys() == trained.keys()
+    weights = [k for k, v in averaged.items() if v.is_floating_point() and "running_" not in k]
+    assert any(not torch.allclose(averaged[k], trained[k]) for k in weights), "the average equals the raw weights"
+    model, _ = load_checkpoint(unbroken / "checkpoints" / "last.ckpt")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, averaged[f"detector.{name}"]), name  # the average is what loads
+    # A resumed run continues both the raw weights and their average.
+    first = fit(_config(data, tmp_path / "b", epochs=1, ema_decay=0.9))
+    resumed = fit(_config(data, tmp_path / "b", epochs=2, ema_decay=0.9), resume=first)
+    again = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    for state in ("state_dict", "current_model_state"):
+        for key, value in payload[state].items():
+            assert torch.allclose(value.float(), again[state][key].float(), atol=1e-5), (state, key)

@@ -144,6 +144,10 @@ class TrainerConfig(_Strict):
     gradient_clip_norm: float | None = 1.0
     accumulate_grad_batches: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
+    # An exponential moving average of the weights (updated after every optimiser step) is
+    # what validation scores, the checkpoints hold and a run ships: it smooths the last
+    # steps' noise. None trains and keeps the raw weights.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)

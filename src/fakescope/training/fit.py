@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from fakescope.checkpoint import load_checkpoint
@@ -109,13 +109,16 @@ def build_trainer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[L
     es = tcfg.early_stopping
     monitor = es.monitor if es else "val_auc"
     mode = "min" if monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1
-    )
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    # Every epoch's end, improved or not, for --resume: Lightning's own save_last writes only
+    # when the monitored metric improved, so a resumed run would repeat the epochs after it.
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1)
     history = EpochHistory(run_dir)
-    callbacks: list[L.Callback] = [checkpoint, history, RngState()]
+    callbacks: list[L.Callback] = [checkpoint, latest, history, RngState()]
     if es:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta))
+    if tcfg.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if config.finetune:
         ft = config.finetune
         callbacks.append(UnfreezeBackbone(ft.unfreeze_at_epoch, ft.unfreeze_layers, ft.train_batchnorm))
