@@ -260,3 +260,19 @@ def test_mirror_average_scores_each_crop_with_its_mirror_image(trained_run: Path
     # A crop and its mirror image get one score; without averaging they need not.
     np.testing.assert_allclose(mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5)
     assert not np.allclose(plain.crop_logits(flipped), plain.crop_logits(crops), atol=1e-5)
+
+
+def test_mirror_averaged_heat_maps_explain_crop_and_mirror_alike(trained_run: Path, toy_data: Path):
+    detector = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), backend="torch")
+    size = detector.card.input_size
+    crops = [cv2.resize(decode_image(path), (size, size)) for path in sorted((toy_data / "fake").iterdir())[:3]]
+    flipped = [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
+
+    def maps(card, images):
+        return explain_crops(detector.model, card, images, detector.transform)
+
+    mirrored = detector.card.with_updates(mirror_average=True)
+    for a, b in zip(maps(mirrored, crops), maps(mirrored, flipped)):
+        np.testing.assert_allclose(a, b[:, ::-1], atol=1e-4)  # one score, one explanation
+    plain = maps(detector.card, crops)
+    assert not all(np.allclose(a, b[:, ::-1], atol=1e-4) for a, b in zip(plain, maps(detector.card, flipped)))

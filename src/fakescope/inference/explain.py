@@ -52,11 +52,19 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45)
 def explain_crops(
     model: nn.Module, card: DetectorCard, crops: Sequence[np.ndarray], transform, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """Heat maps (model input size, [0, 1]) for RGB crops, `batch_size` crops per backward."""
+    """Heat maps (model input size, [0, 1]) for RGB crops, `batch_size` crops per backward.
+
+    With the card's `mirror_average` the score is the mean of the crop's and its mirror's, so
+    the map is too: the mirror image's map, flipped back, averaged with the crop's.
+    """
     maps: list[np.ndarray] = []
     for start in range(0, len(crops), batch_size):
         batch = torch.stack([transform(c) for c in crops[start : start + batch_size]])
-        maps.extend(gradcam_maps(model, card, batch))
+        if card.mirror_average:
+            both = gradcam_maps(model, card, torch.cat([batch, batch.flip(-1)]))
+            maps.extend((both[: len(batch)] + both[len(batch) :, :, ::-1]) / 2)
+        else:
+            maps.extend(gradcam_maps(model, card, batch))
     return maps
 
 
