@@ -27,6 +27,7 @@ def test_shipped_weights_are_small_and_calibrated():
         card = fakescope.load("default", backend=backend).card
         assert card.face_crop == "mtcnn" and card.input_size == 192
         assert card.threshold_source.startswith("max balanced accuracy on val") and card.temperature != 1.0
+        assert card.mirror_average  # make default-weights fits both exports with it (docs/model-card.md)
 
 
 def test_default_runs_int8_and_agrees_with_its_fp32_weights():
