@@ -216,7 +216,7 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     assert results["global_step"] == 12
 
 
-def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path: Path):
+def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=6)
     unbroken = fit(_config(data, tmp_path / "a", epochs=2, ema_decay=0.9))
     payload = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
