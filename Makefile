@@ -52,7 +52,7 @@ train-leave-one-out: $(DATASETS:%=crops/%/face_crops.json)
 # pooled validation splits; an INT8 export (calibrated on the train splits' faces) given its own
 # temperature and threshold; both copied into the package, where "auto" runs the INT8 one.
 # Each face is scored with its mirror image (--mirror-average): +0.01 AUC on dfdc-faces for
-# about a tenth of a scan's time (docs/model-card.md).
+# about 15 % of a 250-px scan's speed (docs/model-card.md).
 # Usage: make default-weights RUN=runs/default-YYYYmmdd-HHMMSS
 WEIGHTS := src/fakescope/weights
 default-weights: install
