@@ -129,25 +129,27 @@ class Detector:
 
     # -- the model ---------------------------------------------------------------------------
 
+    @torch.inference_mode()
     def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Logit of P(fake) for each crop (RGB uint8), before temperature; with the card's
         `mirror_average`, the mean of the crop's and its mirror image's."""
-        if not self.card.mirror_average:
-            return self._forward(crops, batch_size)
-        # Crops and mirrors in one list: a few crops and their mirrors share one forward.
-        both = self._forward([*crops, *(crop[:, ::-1] for crop in crops)], batch_size)
-        return (both[: len(crops)] + both[len(crops) :]) / 2
-
-    @torch.inference_mode()
-    def _forward(self, crops: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        """One forward per batch of crops; the logit of P(fake) of each."""
+        mirror = self.card.mirror_average
+        # With mirrors, a forward holds half as many crops, each beside its mirror, so a chunk's
+        # few crops and their mirrors still share one forward.
+        step = max(1, batch_size // 2) if mirror else batch_size
         logits = []
-        for start in range(0, len(crops), batch_size):
-            batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
+        for start in range(0, len(crops), step):
+            batch = torch.stack([self.transform(c) for c in crops[start : start + step]])
+            if mirror:  # the transformed crop mirrored, as the heat maps do (explain_crops)
+                batch = torch.cat([batch, batch.flip(-1)])
             # A chunk's last, smaller batch is padded to a few sizes (fakescope.batching).
             padded = pad_batch(batch, bucket_size(len(batch), batch_size))
             outputs = torch.from_numpy(self.backend.logits(padded)[: len(batch)])
-            logits.append(fake_logit(outputs, self.card).float().numpy())
+            batch_logits = fake_logit(outputs, self.card).float().numpy()
+            if mirror:
+                half = len(batch_logits) // 2
+                batch_logits = (batch_logits[:half] + batch_logits[half:]) / 2
+            logits.append(batch_logits)
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
     def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
