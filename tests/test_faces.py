@@ -5,9 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from skimage import data
 
-from fakescope.faces import Face, FaceDetection, FaceDetector, crop_face
+from conftest import shared_dataset
+from fakescope.faces import Face, FaceDetection, FaceDetector, _nms_each_image, crop_face
 
 # The astronaut's face with some context around it (rows, columns of the 512x512 photo).
 FACE_REGION = (slice(20, 220), slice(130, 320))
@@ -288,3 +291,43 @@ def test_crop_of_a_grayscale_image():
 def test_crop_rejects_bad_arguments(image, box, kwargs, message):
     with pytest.raises(ValueError, match=message):
         crop_face(image, box, **kwargs)
+
+
+def face_filling_candidates(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes around a face that fills a 224-px frame; half of them score exactly 1.0."""
+    corners = rng.uniform(-40, 40, size=(n, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(200, 280, size=(n, 1))], axis=1)
+    scores = np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.9, 1.0, n))
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+def test_final_nms_keeps_each_image_s_boxes_whatever_the_batch():
+    rng = np.random.default_rng(0)
+    boxes, scores = face_filling_candidates(rng, 200)
+    other_boxes, other_scores = face_filling_candidates(rng, 200)
+
+    def kept_of_image(boxes, scores, image_inds, image):
+        keep = _nms_each_image(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(image_inds), 0.7, "Min")
+        return boxes[[k for k in keep.numpy() if image_inds[k] == image]]
+
+    alone = kept_of_image(boxes, scores, np.zeros(200), 0)
+    # The same candidates as the second image of a batch (facenet-pytorch's own NMS, which
+    # ranks the batch's candidates together with an unstable sort, kept other boxes here).
+    together = kept_of_image(
+        np.concatenate([other_boxes, boxes]), np.concatenate([other_scores, scores]), np.repeat([0.0, 1.0], 200), 1
+    )
+    np.testing.assert_array_equal(together, alone)
+    first_best = np.flatnonzero(scores == scores.max())[0]
+    np.testing.assert_array_equal(alone[0], boxes[first_best])  # ties go to the earlier candidate
+
+
+def test_a_dfdc_frame_s_faces_do_not_depend_on_the_frames_beside_it(detector: FaceDetector):
+    # 224-px DFDC face crops: the frames where facenet-pytorch's own NMS moved the box.
+    frames = sorted((shared_dataset("dfdc-faces") / "fake").glob("*.jpg"))[:32]
+    images = [np.asarray(Image.open(path).convert("RGB")) for path in frames]
+    alone = [detector.detect(image) for image in images]
+    together = [d for start in range(0, 32, 16) for d in detector.detect_batch(images[start : start + 16])]
+    for a, t in zip(alone, together):
+        assert len(a.faces) == len(t.faces)
+        for face_alone, face_together in zip(a.faces, t.faces):
+            assert face_alone.box == pytest.approx(face_together.box, abs=1e-2)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils import detect_face as facenet_detect_face
 from torch import nn
 
 from fakescope.batching import bucket_size, pad_batch
@@ -40,6 +41,49 @@ _COARSE_SIDE = 320
 _COARSE_MARGIN = 1.5
 # facenet-pytorch feeds its second and third networks at most this many candidate boxes at once.
 _MAX_CANDIDATES = 512
+
+
+def _nms_each_image(
+    boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float, method: str
+) -> torch.Tensor:
+    """MTCNN's last non-maximum suppression, image by image; ties in score go to the earlier
+    candidate. Indices of the boxes kept, each image's best first.
+
+    facenet-pytorch's own ranks the candidates of every image in the batch together, with an
+    unstable sort. Where a face fills the frame many boxes score exactly 1.0, and which of them
+    survived then depended on the other images of the batch: one 224-px DFDC frame's face box
+    moved by up to 69 px between a search alone and one among 15 other frames. An image's
+    candidates arrive in the same order whatever the batch, so a stable ranking within each
+    image makes its faces its own.
+    """
+    boxes_np, scores_np, inds = boxes.cpu().numpy(), scores.cpu().numpy(), image_inds.cpu().numpy()
+    kept: list[int] = []
+    for image in np.unique(inds):
+        members = np.flatnonzero(inds == image)
+        kept.extend(members[_nms(boxes_np[members], scores_np[members], threshold, method)])
+    return torch.as_tensor(np.array(kept, dtype=np.int64), device=boxes.device)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str) -> np.ndarray:
+    """Greedy NMS as MTCNN defines it (inclusive pixel sides; "Min": overlap over the smaller
+    box, else over the union), in a stable order of descending score."""
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    kept = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        kept.append(best)
+        width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        inter = width * height
+        union_or_min = np.minimum(area[best], area[rest]) if method == "Min" else area[best] + area[rest] - inter
+        order = rest[inter / union_or_min <= threshold]
+    return np.array(kept, dtype=np.int64)
+
+
+# Installed for the whole process: facenet-pytorch looks the function up in its module.
+facenet_detect_face.batched_nms_numpy = _nms_each_image
 
 
 @dataclass
