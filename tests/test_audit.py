@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import shared_dataset
 from fakescope.data.audit import (
     AuditError,
     _inspect,
@@ -19,7 +20,6 @@ from fakescope.data.audit import (
     format_audit,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZE = 64
 
 
@@ -246,9 +246,7 @@ def test_max_files_audits_a_subset_but_balance_counts_everything(tmp_path):
 
 @pytest.mark.shared_data
 def test_faceswap_lfw_jpeg_quality_shortcut_is_flagged():
-    root = SHARED_DATA / "faceswap-lfw"
-    if not root.is_dir():
-        pytest.skip(f"{root} is missing")
+    root = shared_dataset("faceswap-lfw")
 
     report = audit_dataset(root, max_files=300)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_dataset
 from fakescope.config import DataConfig
 from fakescope.data.discovery import (
     DataError,
@@ -24,8 +25,6 @@ from fakescope.data.discovery import (
     split_samples,
     validate_samples,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _image_bytes(seed: int, fmt: str = "PNG") -> bytes:
@@ -487,9 +486,7 @@ def test_a_folder_on_its_own_is_split_as_training_split_it(tmp_path: Path) -> No
 
 @pytest.mark.shared_data
 def test_photoshop_ciplab_flat_split_and_manifest_reuse(tmp_path: Path) -> None:
-    root = SHARED_DATA / "photoshop-ciplab"
-    if not root.is_dir():
-        pytest.skip("../shared/data/photoshop-ciplab is not available")
+    root = shared_dataset("photoshop-ciplab")
     manifest = tmp_path / "split.json"
     config = DataConfig(root=root)
     splits = discover(config, manifest)
@@ -513,9 +510,7 @@ def test_photoshop_ciplab_flat_split_and_manifest_reuse(tmp_path: Path) -> None:
 
 @pytest.mark.shared_data
 def test_dfdc_pairs_keep_a_real_and_its_fake_together() -> None:
-    root = SHARED_DATA / "dfdc-faces"
-    if not (root / "pairs.csv").is_file():
-        pytest.skip("../shared/data/dfdc-faces is not available")
+    root = shared_dataset("dfdc-faces")
     groups = groups_from_pairs_csv(root / "pairs.csv")
     splits = discover(DataConfig(root=root), groups=groups, validate=False)
     side = {s.path: name for name in ("train", "val", "test") for s in getattr(splits, name)}
