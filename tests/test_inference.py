@@ -17,6 +17,7 @@ from fakescope.inference.detector import Detector
 from fakescope.inference.explain import explain_crops, explain_image
 from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
 from fakescope.io.images import decode_image
+from fakescope.models.registry import list_detectors
 from media import write_video
 
 SEED_KEYS = ["prediction", "confidence", "probabilities"]
@@ -191,10 +192,7 @@ def test_inputs_expand_files_folders_globs_and_stdin(tmp_path: Path):
     assert from_stdin == [ScanInput(folder / "a.png", "image"), ScanInput(folder / "clip.mp4", "video")]
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["lite0", "lite1", "lite2", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention", "multibranch-b4"],
-)
+@pytest.mark.parametrize("name", [spec.name for spec in list_detectors()])
 def test_grad_cam_works_for_every_registered_detector(name: str):
     import torch
 
