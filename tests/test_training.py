@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -84,8 +85,13 @@ def test_resume_matches_an_unbroken_run(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=1)
     unbroken = fit(_config(data, tmp_path / "a", epochs=2))
     first = fit(_config(data, tmp_path / "b", epochs=1))
+    first_log = (first / "logs" / "csv" / "metrics.csv").read_bytes()
     resumed = fit(_config(data, tmp_path / "b", epochs=2), resume=first)
     assert resumed == first
+    # The first session's log survives; the resumed one logs beside it.
+    assert (first / "logs" / "csv" / "metrics.csv").read_bytes() == first_log
+    with open(first / "logs" / "csv-resume-1" / "metrics.csv", newline="") as rows:
+        assert {row["epoch"] for row in csv.DictReader(rows)} == {"1"}
     a = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"]

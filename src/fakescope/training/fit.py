@@ -104,6 +104,17 @@ def model_summary(module: DetectorModule) -> dict:
     }
 
 
+def csv_log_version(run_dir: Path, resuming: bool) -> str:
+    """Where this session's CSV log goes: Lightning's CSV logger deletes the metrics.csv it
+    finds, so each resume logs beside the earlier sessions instead of over them."""
+    if not resuming:
+        return "csv"
+    n = 1
+    while (run_dir / "logs" / f"csv-resume-{n}").exists():
+        n += 1
+    return f"csv-resume-{n}"
+
+
 def build_trainer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory]:
     tcfg = config.trainer
     es = tcfg.early_stopping
@@ -134,7 +145,10 @@ def build_trainer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[L
         num_nodes=tcfg.num_nodes,
         strategy="ddp" if multi_process else "auto",
         callbacks=callbacks,
-        logger=[CSVLogger(run_dir, name="logs", version="csv"), TensorBoardLogger(run_dir, name="logs", version="tensorboard")],
+        logger=[
+            CSVLogger(run_dir, name="logs", version=csv_log_version(run_dir, resuming)),
+            TensorBoardLogger(run_dir, name="logs", version="tensorboard"),
+        ],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=tcfg.log_every_n_steps,
         limit_train_batches=tcfg.limit_train_batches,
