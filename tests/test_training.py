@@ -9,16 +9,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader, TensorDataset
 
 from fakescope.checkpoint import load_checkpoint
-from fakescope.config import TrainConfig, apply_overrides, load_config
+from fakescope.config import (
+    DataConfig,
+    ModelConfig,
+    SchedulerConfig,
+    TrainConfig,
+    TrainerConfig,
+    apply_overrides,
+    load_config,
+)
 from fakescope.data.discovery import DataError
 from fakescope.data.toy import make_toy_dataset
 from fakescope.demo import demo_config
 from fakescope.training.fit import fit
+from fakescope.training.module import DetectorModule
 
 RUN_FILES = [
     "config.yaml",
@@ -242,3 +254,24 @@ def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
     for state in ("state_dict", "current_model_state"):
         for key, value in payload[state].items():
             assert torch.allclose(value.float(), again[state][key].float(), atol=1e-5), (state, key)
+
+
+def test_validation_scores_the_epoch_not_each_batch(recwarn):
+    # Validation batches come in folder order, so one batch often holds one class; the AUC is
+    # the epoch's, and a batch of one class must not be scored (torchmetrics warns on it).
+    L.seed_everything(0)
+    config = TrainConfig(
+        data=DataConfig(root="unused"),
+        model=ModelConfig(name="lite0", pretrained=False, card={"input_size": 64}),
+        scheduler=SchedulerConfig(name="none"),
+        trainer=TrainerConfig(max_epochs=1, early_stopping=None),
+    )
+    module = DetectorModule(config.model_dump(mode="json")).eval()
+    images = torch.randn(16, 3, 64, 64)
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    (logged,) = trainer.validate(module, DataLoader(TensorDataset(images, labels), batch_size=8), verbose=False)
+    with torch.no_grad():
+        probs = torch.cat([module._step((images[i : i + 8], labels[i : i + 8]))[1] for i in (0, 8)])
+    assert logged["val_auc"] == pytest.approx(roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6)
+    assert not [w for w in recwarn if "samples in targets" in str(w.message)]

@@ -64,7 +64,8 @@ class DetectorModule(L.LightningModule):
         if batch is None:  # every file of this batch failed to decode
             return None
         loss, probs, labels = self._step(batch)
-        self.train_acc(probs, labels)
+        # update(), not a call: a call also scores the batch on its own, which nothing logs.
+        self.train_acc.update(probs, labels)
         batch_size = labels.shape[0]
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=batch_size)
@@ -74,8 +75,10 @@ class DetectorModule(L.LightningModule):
         if batch is None:
             return
         loss, probs, labels = self._step(batch)
-        self.val_acc(probs, labels)
-        self.val_auc(probs, labels)
+        # update(), not a call: a per-batch AUC is meaningless (and warns) on a batch of one
+        # class, and the metrics are only logged for the whole epoch.
+        self.val_acc.update(probs, labels)
+        self.val_auc.update(probs, labels)
         batch_size = labels.shape[0]
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=batch_size)
