@@ -234,6 +234,26 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     assert results["global_step"] == 12
 
 
+
+def test_self_blend_options_reach_the_blender(tmp_path: Path):
+    from fakescope.config import SelfBlendConfig
+    from fakescope.data.sources import discover_sources
+    from fakescope.models.registry import get_spec
+    from fakescope.training.datamodule import FolderDataModule
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9)
+    options = SelfBlendConfig(
+        fake_ratio=0.5, generator_trace_prob=0.3, generated_prob=0.1, splice_prob=0.2, part_mask_prob=0.7
+    )
+    config = _config(data, tmp_path / "runs", epochs=1).data.model_copy(update={"self_blend": options})
+    (tmp_path / "run").mkdir()
+    splits, _ = discover_sources(config, tmp_path / "run")
+    module = FolderDataModule(config, get_spec("lite0").card, splits, seed=0)
+    blends = module.train_dataloader().dataset.blends
+    assert blends.fake_ratio == 0.5
+    chosen = options.model_dump(exclude={"fake_ratio"})
+    assert {name: getattr(blends.config, name) for name in chosen} == chosen
+
 def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=6)
     unbroken = fit(_config(data, tmp_path / "a", epochs=2, ema_decay=0.9))

@@ -42,6 +42,9 @@ class SelfBlendConfig(_Strict):
     generated_prob: float = Field(0.0, ge=0.0, le=1.0)
     # The share of blends that are splices: parts of another real training face pasted in.
     splice_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # The share of the other blends whose mask covers one part (the eyes, the nose or the
+    # mouth) instead of the whole face: local edits.
+    part_mask_prob: float = Field(0.2, ge=0.0, le=1.0)
 
 
 class DataConfig(_Strict):

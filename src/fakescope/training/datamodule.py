@@ -97,6 +97,7 @@ class FolderDataModule(L.LightningDataModule):
             generator_trace_prob=options.generator_trace_prob,
             generated_prob=options.generated_prob,
             splice_prob=options.splice_prob,
+            part_mask_prob=options.part_mask_prob,
         )
         blends = SelfBlendedDataset(
             reals, transform, self.landmarks, fake_ratio=options.fake_ratio, seed=self.seed, config=sbi
