@@ -234,7 +234,6 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     assert results["global_step"] == 12
 
 
-
 def test_self_blend_options_reach_the_blender(tmp_path: Path):
     from fakescope.config import SelfBlendConfig
     from fakescope.data.sources import discover_sources
@@ -253,6 +252,7 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     assert blends.fake_ratio == 0.5
     chosen = options.model_dump(exclude={"fake_ratio"})
     assert {name: getattr(blends.config, name) for name in chosen} == chosen
+
 
 def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=40, size=48, seed=6)

@@ -93,12 +93,8 @@ class FolderDataModule(L.LightningDataModule):
             return dataset
         reals = [s for s in samples if s.label == 0]
         options = self.config.self_blend
-        sbi = SbiConfig(
-            generator_trace_prob=options.generator_trace_prob,
-            generated_prob=options.generated_prob,
-            splice_prob=options.splice_prob,
-            part_mask_prob=options.part_mask_prob,
-        )
+        # Every option but the fake ratio is the blender's own (SbiConfig validates them again).
+        sbi = SbiConfig(**options.model_dump(exclude={"fake_ratio"}))
         blends = SelfBlendedDataset(
             reals, transform, self.landmarks, fake_ratio=options.fake_ratio, seed=self.seed, config=sbi
         )
