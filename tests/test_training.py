@@ -295,3 +295,36 @@ def test_validation_scores_the_epoch_not_each_batch(recwarn):
         probs = torch.cat([module._step((images[i : i + 8], labels[i : i + 8]))[1] for i in (0, 8)])
     assert logged["val_auc"] == pytest.approx(roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6)
     assert not [w for w in recwarn if "samples in targets" in str(w.message)]
+
+
+def test_the_sanity_pass_leaves_the_auc_to_the_epoch(recwarn):
+    # Lightning's sanity pass reads two validation batches before training; in folder order
+    # they hold one class, so an AUC there is meaningless, and it must not leak into epoch 0's.
+    L.seed_everything(0)
+    config = TrainConfig(
+        data=DataConfig(root="unused"),
+        model=ModelConfig(name="lite0", pretrained=False, card={"input_size": 64}),
+        scheduler=SchedulerConfig(name="none"),
+        trainer=TrainerConfig(max_epochs=1, early_stopping=None),
+    )
+    module = DetectorModule(config.model_dump(mode="json"))
+    images = torch.randn(16, 3, 64, 64)
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=1,
+        num_sanity_val_steps=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    module.eval()
+    with torch.no_grad():
+        probs = torch.cat([module._step((images[i : i + 4], labels[i : i + 4]))[1] for i in range(0, 16, 4)])
+    logged = trainer.callback_metrics["val_auc"].item()
+    assert logged == pytest.approx(roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6)
+    assert not [w for w in recwarn if "samples in targets" in str(w.message)]

@@ -78,11 +78,13 @@ class DetectorModule(L.LightningModule):
         # update(), not a call: a per-batch AUC is meaningless (and warns) on a batch of one
         # class, and the metrics are only logged for the whole epoch.
         self.val_acc.update(probs, labels)
-        self.val_auc.update(probs, labels)
         batch_size = labels.shape[0]
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.log("val_auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        # The sanity pass before training reads a batch or two, so the AUC waits for a whole epoch.
+        if not self.trainer.sanity_checking:
+            self.val_auc.update(probs, labels)
+            self.log("val_auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=batch_size)
 
     def configure_optimizers(self):
         opt_cfg = self.config.optimizer
