@@ -1,7 +1,8 @@
 """Training-step throughput of a detector on this CPU: eager fp32 against bf16 + channels_last.
 
-Both variants run in the same process, alternating, so the ratio is measured under the same
-machine load. Prints JSON (and writes it with --out).
+The variants run in the same process, alternating, so the ratios are measured under the same
+machine load. `--compile` adds bf16 + channels_last with the model compiled by TorchInductor
+(shapes fixed; the warm-up steps pay for the compile). Prints JSON (and writes it with --out).
 
     python benchmarks/train_throughput.py --detector lite0 --size 224 --batch 32 --steps 10
 """
@@ -22,18 +23,19 @@ from fakescope.models.registry import create_detector, get_spec
 from fakescope.utils import atomic_write_json
 
 
-def make_step(detector: str, size: int, bf16: bool, channels_last: bool):
+def make_step(detector: str, size: int, bf16: bool, channels_last: bool, compiled: bool = False):
     spec = get_spec(detector)
     model = create_detector(detector, pretrained=False, card_overrides={"input_size": size}).train()
     loss_fn = create_loss(spec.loss, **spec.loss_args)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    forward = torch.compile(model, dynamic=False) if compiled else model
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         images = images.contiguous(memory_format=memory_format)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(images), labels)
+            loss = loss_fn(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time the compiled bf16 variant")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -58,6 +61,10 @@ def main() -> None:
         "eager_fp32": make_step(args.detector, args.size, bf16=False, channels_last=False),
         "bf16_channels_last": make_step(args.detector, args.size, bf16=True, channels_last=True),
     }
+    if args.compile:
+        variants["bf16_channels_last_compiled"] = make_step(
+            args.detector, args.size, bf16=True, channels_last=True, compiled=True
+        )
     for step in variants.values():  # warm-up: allocator, oneDNN kernel choice
         step(images, labels)
         step(images, labels)
@@ -81,6 +88,9 @@ def main() -> None:
         "images_per_s_per_round": {name: [round(v, 2) for v in values] for name, values in rates.items()},
         "ratio_bf16_channels_last_over_fp32": round(medians["bf16_channels_last"] / medians["eager_fp32"], 3),
     }
+    if args.compile:
+        compiled, plain = medians["bf16_channels_last_compiled"], medians["bf16_channels_last"]
+        result["ratio_compiled_over_bf16_channels_last"] = round(compiled / plain, 3)
     print(json.dumps(result, indent=2))
     if args.out:
         atomic_write_json(args.out, result)
