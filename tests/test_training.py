@@ -276,17 +276,22 @@ def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
             assert torch.allclose(value.float(), again[state][key].float(), atol=1e-5), (state, key)
 
 
-def test_validation_scores_the_epoch_not_each_batch(recwarn):
-    # Validation batches come in folder order, so one batch often holds one class; the AUC is
-    # the epoch's, and a batch of one class must not be scored (torchmetrics warns on it).
-    L.seed_everything(0)
+def _small_lite0_module() -> DetectorModule:
+    """A randomly initialised lite0 on 64-px inputs, for tests that drive a Lightning Trainer."""
     config = TrainConfig(
         data=DataConfig(root="unused"),
         model=ModelConfig(name="lite0", pretrained=False, card={"input_size": 64}),
         scheduler=SchedulerConfig(name="none"),
         trainer=TrainerConfig(max_epochs=1, early_stopping=None),
     )
-    module = DetectorModule(config.model_dump(mode="json")).eval()
+    return DetectorModule(config.model_dump(mode="json"))
+
+
+def test_validation_scores_the_epoch_not_each_batch(recwarn):
+    # Validation batches come in folder order, so one batch often holds one class; the AUC is
+    # the epoch's, and a batch of one class must not be scored (torchmetrics warns on it).
+    L.seed_everything(0)
+    module = _small_lite0_module().eval()
     images = torch.randn(16, 3, 64, 64)
     labels = torch.tensor([0] * 8 + [1] * 8)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
@@ -298,16 +303,10 @@ def test_validation_scores_the_epoch_not_each_batch(recwarn):
 
 
 def test_the_sanity_pass_leaves_the_auc_to_the_epoch(recwarn):
-    # Lightning's sanity pass reads two validation batches before training; in folder order
+    # Lightning's sanity pass reads a validation batch or two before training; in folder order
     # they hold one class, so an AUC there is meaningless, and it must not leak into epoch 0's.
     L.seed_everything(0)
-    config = TrainConfig(
-        data=DataConfig(root="unused"),
-        model=ModelConfig(name="lite0", pretrained=False, card={"input_size": 64}),
-        scheduler=SchedulerConfig(name="none"),
-        trainer=TrainerConfig(max_epochs=1, early_stopping=None),
-    )
-    module = DetectorModule(config.model_dump(mode="json"))
+    module = _small_lite0_module()
     images = torch.randn(16, 3, 64, 64)
     labels = torch.tensor([0] * 8 + [1] * 8)
     loader = DataLoader(TensorDataset(images, labels), batch_size=4)
