@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time the compiled bf16 variant")
+    parser.add_argument("--compile", action="store_true", help="also time a compiled bf16 step")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 

@@ -323,7 +323,8 @@ def test_the_sanity_pass_leaves_the_auc_to_the_epoch(recwarn):
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     module.eval()
     with torch.no_grad():
-        probs = torch.cat([module._step((images[i : i + 4], labels[i : i + 4]))[1] for i in range(0, 16, 4)])
+        batches = [(images[i : i + 4], labels[i : i + 4]) for i in range(0, 16, 4)]
+        probs = torch.cat([module._step(batch)[1] for batch in batches])
     logged = trainer.callback_metrics["val_auc"].item()
     assert logged == pytest.approx(roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6)
     assert not [w for w in recwarn if "samples in targets" in str(w.message)]

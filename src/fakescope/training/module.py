@@ -76,12 +76,12 @@ class DetectorModule(L.LightningModule):
             return
         loss, probs, labels = self._step(batch)
         # update(), not a call: a per-batch AUC is meaningless (and warns) on a batch of one
-        # class, and the metrics are only logged for the whole epoch.
+        # class, and the metrics are only logged for the whole epoch. The sanity pass before
+        # training reads only a batch or two, so it scores no AUC at all.
         self.val_acc.update(probs, labels)
         batch_size = labels.shape[0]
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        # The sanity pass before training reads a batch or two, so the AUC waits for a whole epoch.
         if not self.trainer.sanity_checking:
             self.val_auc.update(probs, labels)
             self.log("val_auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=batch_size)
