@@ -113,6 +113,17 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
         assert sweep["none"]["mean_p_fake"][label] == pytest.approx(mean, abs=1e-5)
         assert all(0.0 <= entry["mean_p_fake"][label] <= 1.0 for entry in sweep.values())
     assert (out / toy_data.name / "robustness.png").is_file()
+    for name, entry in list(sweep.items())[1:]:  # each loss of AUC with its paired interval
+        change = entry["auc_change"]
+        assert change["value"] == pytest.approx(entry["auc_roc"] - sweep["none"]["auc_roc"])
+        assert change["interval"][0] <= change["value"] <= change["interval"][1]
+    with open(out / toy_data.name / metrics["robustness_predictions"], newline="") as handle:
+        sweep_rows = list(csv.DictReader(handle))
+    assert list(sweep_rows[0]) == ["file", "label", *sweep]
+    assert [(r["file"], r["label"], r["none"]) for r in sweep_rows] == [
+        (r["file"], r["label"], r["p_fake"]) for r in rows
+    ]
+    assert "robustness on" in result.output and "AUC change (95% interval)" in result.output
 
 
 def test_evaluate_writes_one_prediction_per_image(trained_run: Path, toy_data: Path, tmp_path: Path):

@@ -136,7 +136,55 @@ def evaluate(
                 _fmt(m["eer"]), _fmt(m["per_class"]["fake"]["f1"]), _fmt(m["ece"]),
             )
     console.print(table)
+    for name, metrics in report["datasets"].items():
+        if "robustness" in metrics:
+            console.print(_robustness_table(name, metrics["robustness"]))
     console.print(f"report: {out_dir / 'evaluation.json'}")
+
+
+def _robustness_table(name: str, sweep: dict) -> Table:
+    """A sweep's rows, each change in AUC with its paired-bootstrap interval."""
+    table = Table(title=f"robustness on {name} (both classes degraded alike)")
+    for column in ("degradation", "AUC", "AUC change (95% interval)", "accuracy"):
+        table.add_column(column)
+    for degradation, entry in sweep.items():
+        table.add_row(degradation, _fmt(entry["auc_roc"]), _fmt_change(entry.get("auc_change")), _fmt(entry["accuracy"]))
+    return table
+
+
+@app.command()
+def compare(
+    before: Path = typer.Argument(..., help="A `fakescope evaluate` output dir."),
+    after: Path = typer.Argument(..., help="Another, of the same data sets (another detector, card or seed)."),
+    resamples: Optional[int] = typer.Option(
+        None, "--resamples", help="Bootstrap resamples of the images (default: as many as `evaluate --robustness` draws)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the comparison as JSON."),
+) -> None:
+    """The change in AUC from one evaluation to another on the images both scored, with a
+    paired-bootstrap 95% interval: a change whose interval holds 0 is not resolved."""
+    from fakescope.evaluation.compare import CompareError, compare_evaluations
+    from fakescope.evaluation.metrics import MetricInputError
+    from fakescope.utils import atomic_write_json
+
+    try:
+        result = compare_evaluations(before, after, resamples)
+    except (CompareError, MetricInputError, OSError, KeyError, json.JSONDecodeError) as error:
+        fail(f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error))
+    table = Table(title=f"{before} -> {after}")
+    for column in ("data set", "n", "AUC before", "AUC after", "change (95% interval)"):
+        table.add_column(column)
+    for name, row in result["datasets"].items():
+        table.add_row(name, str(row["n"]), _fmt(row["auc_before"]), _fmt(row["auc_after"]), _fmt_change(row["auc_change"]))
+        if row["only_before"] or row["only_after"]:
+            err_console.print(
+                f"[yellow]warning:[/] {name}: {row['only_before']} images scored only before, "
+                f"{row['only_after']} only after; compared on the {row['n']} both scored"
+            )
+    console.print(table)
+    if out:
+        atomic_write_json(out, result)
+        console.print(f"report: {out}")
 
 
 @app.command()
@@ -452,6 +500,11 @@ def serve(
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _fmt_change(change: dict | None) -> str:
+    """A change in AUC with its interval, as `bootstrap.paired_auc_change` gives it."""
+    return "-" if change is None else "{:+.4f} ({:+.4f} to {:+.4f})".format(change["value"], *change["interval"])
 
 
 def run() -> None:

@@ -6,7 +6,7 @@ of a training-time shortcut. Videos are scored as `scan` scores them (sampled fr
 frame its most suspicious face, the video the mean over frames with faces) and reported at two
 levels: per frame (every sampled frame, labelled as its video) and per video. With
 `robustness`, the images of every split are scored again under each degradation of
-`perturb.SWEEP`.
+`perturb.SWEEP`, and each change in AUC gets a paired-bootstrap interval (`bootstrap`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from fakescope.batching import BATCH_SIZE
 from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataSplits, Sample, discover_folder
+from fakescope.evaluation.bootstrap import paired_auc_change
 from fakescope.evaluation.metrics import binary_metrics
 from fakescope.evaluation.perturb import SWEEP, Perturbation
 from fakescope.evaluation.plots import plot_robustness
@@ -150,15 +151,36 @@ def score_videos(
 
 
 def robustness_sweep(
-    detector: Detector, checkpoint: Path, data_dir: Path, split: str, threshold: float, batch_size: int, num_workers: int
-) -> dict[str, dict]:
-    """AUC and accuracy at `threshold` under each degradation of the sweep."""
-    results = {}
+    detector: Detector,
+    checkpoint: Path,
+    data_dir: Path,
+    split: str,
+    clean: ScoredSplit,
+    batch_size: int,
+    num_workers: int,
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """AUC and accuracy at the detector's threshold, clean and under each degradation of the
+    sweep, each degradation with its change in AUC from the clean images and a paired-bootstrap
+    interval of that change; and each image's P(fake) under each, in `clean`'s order (NaN
+    where an image could not be scored)."""
+    temperature = detector.card.temperature
+    clean_p_fake = probabilities(clean.logits, temperature)
+    row_of = {path: row for row, path in enumerate(clean.paths)}
+    results = {"none": sweep_entry(clean.labels, clean_p_fake, detector.threshold)}
+    p_fake = {"none": clean_p_fake}
     for name, perturbation in SWEEP.items():
         scored = score_split(detector, checkpoint, data_dir, split, perturbation, batch_size, num_workers)
-        results[name] = sweep_entry(scored.labels, probabilities(scored.logits, detector.card.temperature), threshold)
+        degraded = probabilities(scored.logits, temperature)
+        results[name] = sweep_entry(scored.labels, degraded, detector.threshold)
+        p_fake[name] = np.full(len(clean.paths), np.nan)  # an image that broke stays NaN
+        p_fake[name][[row_of[path] for path in scored.paths]] = degraded
+        both = ~np.isnan(p_fake[name])
+        if len(np.unique(clean.labels[both])) == 2:
+            results[name]["auc_change"] = paired_auc_change(
+                clean.labels[both], clean_p_fake[both], p_fake[name][both]
+            )
         log.info("robustness %s: AUC %s, accuracy %.4f", name, results[name]["auc_roc"], results[name]["accuracy"])
-    return results
+    return results, p_fake
 
 
 def sweep_entry(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict:
@@ -173,6 +195,7 @@ def sweep_entry(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dic
 
 
 PREDICTION_COLUMNS = ("file", "kind", "label", "p_fake", "prediction")
+ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 
 
 def write_predictions(path: Path, scored: ScoredSplit, p_fake: np.ndarray, threshold: float) -> None:
@@ -188,6 +211,20 @@ def write_predictions(path: Path, scored: ScoredSplit, p_fake: np.ndarray, thres
     for file, kind, label, p in rows:
         verdict = "fake" if p >= threshold else "real"
         writer.writerow([file, kind, "fake" if label else "real", f"{p:.6f}", verdict])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_robustness_predictions(
+    path: Path, clean: ScoredSplit, p_fake: dict[str, np.ndarray]
+) -> None:
+    """One row per image, its P(fake) clean and under each degradation (empty where it could
+    not be scored): what a paired comparison of two sweeps, or of two images, needs."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "label", *p_fake])
+    for row, (file, label) in enumerate(zip(clean.paths, clean.labels)):
+        scores = ["" if np.isnan(p[row]) else f"{p[row]:.6f}" for p in p_fake.values()]
+        writer.writerow([file, "fake" if label else "real", *scores])
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -251,10 +288,14 @@ def evaluate_checkpoint(
                 title=f"{card.name} on {name} ({split})",
             )
             if robustness:
-                sweep = {"none": sweep_entry(scored.labels, probs, detector.threshold)}
-                sweep |= robustness_sweep(detector, checkpoint, data_dir, split, detector.threshold, batch_size, num_workers)
+                sweep, sweep_p_fake = robustness_sweep(
+                    detector, checkpoint, data_dir, split, scored, batch_size, num_workers
+                )
                 metrics["robustness"] = sweep
                 plot_robustness(sweep, out_dir / name / "robustness.png")
+                sweep_csv = out_dir / name / ROBUSTNESS_PREDICTIONS
+                write_robustness_predictions(sweep_csv, scored, sweep_p_fake)
+                metrics["robustness_predictions"] = ROBUSTNESS_PREDICTIONS
         if scored.videos is not None:
             metrics["videos"] = video_metrics(scored.videos, detector, out_dir / name, f"{card.name} on {name} ({split})")
         write_predictions(out_dir / name / "predictions.csv", scored, probs, detector.threshold)
