@@ -70,15 +70,18 @@ default-weights: install
 
 # Issue 4's test protocol on the packaged default: the raw images of each test split through
 # the face stage once, as `scan` reads them (a raw folder splits as its crops did, so these are
-# the test images the training run held out); the fp32 weights and the INT8 export `scan` runs;
-# robustness re-encodes and degrades both classes alike (faceswap-lfw's raw JPEG tables differ
-# by class, so its raw AUC counts only where its JPEG 95 and 75 copies agree with it).
+# the test images the training run held out), with the fp32 weights and with the INT8 export
+# `scan` runs; each robustness sweep re-encodes and degrades both classes alike (faceswap-lfw's
+# raw JPEG tables differ by class, so its raw AUC counts only where its JPEG 95 and 75 copies
+# agree with it), every AUC change with a paired 95 % interval.
 EVAL ?= eval-default
 evaluate-default: install
 	$(BIN)/fakescope evaluate $(WEIGHTS)/default.safetensors $(DATASETS:%=--data ../shared/data/%) -o $(EVAL)/fp32
 	$(BIN)/fakescope evaluate $(WEIGHTS)/default.int8.onnx $(DATASETS:%=--data ../shared/data/%) -o $(EVAL)/int8
 	$(BIN)/fakescope evaluate $(WEIGHTS)/default.safetensors --data ../shared/data/faceswap-lfw \
 	  --data ../shared/data/photoshop-ciplab --robustness -o $(EVAL)/robustness
+	$(BIN)/fakescope evaluate $(WEIGHTS)/default.int8.onnx --data ../shared/data/faceswap-lfw \
+	  --data ../shared/data/photoshop-ciplab --robustness -o $(EVAL)/robustness-int8
 
 # Issue 5's benchmark suite (minutes each; run on a quiet machine). JSON in benchmarks/results/.
 RESULTS := benchmarks/results
