@@ -169,8 +169,10 @@ def compare(
 
     try:
         result = compare_evaluations(before, after, resamples)
-    except (CompareError, MetricInputError, OSError, KeyError, json.JSONDecodeError) as error:
-        fail(f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error))
+    except (CompareError, MetricInputError, OSError, json.JSONDecodeError) as error:
+        fail(str(error))
+    except KeyError as error:  # an evaluation.json or predictions.csv without a field it needs
+        fail(f"{before} or {after}: not as `fakescope evaluate` writes it (no {error})")
     table = Table(title=f"{before} -> {after}")
     for column in ("data set", "n", "AUC before", "AUC after", "change (95% interval)"):
         table.add_column(column)

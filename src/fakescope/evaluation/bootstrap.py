@@ -31,9 +31,10 @@ def paired_auc_change(
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """AUC(after) - AUC(before) on the same images, with a percentile interval from a paired
-    bootstrap. Each resample draws the reals and the fakes apart (as many of each as there
-    are), so every resample has both classes in their real proportion."""
+    """Both AUCs on the same images and their change, AUC(after) - AUC(before), with a
+    percentile interval from a paired bootstrap. Each resample draws the reals and the fakes
+    apart (as many of each as there are), so every resample has both classes in their real
+    proportion."""
     labels_arr, before_arr = validate_labels_scores(labels, before)
     _, after_arr = validate_labels_scores(labels_arr, after)
     if resamples < 1:
@@ -51,6 +52,8 @@ def paired_auc_change(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(changes, [tail, 1.0 - tail])
     return {
+        "before": auc_before,
+        "after": auc_after,
         "value": auc_after - auc_before,
         "interval": [float(low), float(high)],
         "confidence": confidence,

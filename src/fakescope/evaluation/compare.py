@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from fakescope.evaluation.bootstrap import RESAMPLES, paired_auc_change
-from fakescope.evaluation.metrics import auc_and_average_precision
 
 REPORT = "evaluation.json"
 
@@ -24,9 +23,17 @@ class CompareError(ValueError):
     """Two evaluations that cannot be compared, with the reason."""
 
 
-def read_image_scores(evaluation_dir: Path, data_set: str) -> dict[str, tuple[int, float]]:
+def read_report(evaluation_dir: Path) -> dict:
+    report_path = evaluation_dir / REPORT
+    if not report_path.is_file():
+        raise CompareError(f"{evaluation_dir}: no {REPORT} (not a `fakescope evaluate` output dir)")
+    return json.loads(report_path.read_text())
+
+
+def read_image_scores(
+    evaluation_dir: Path, report: dict, data_set: str
+) -> dict[str, tuple[int, float]]:
     """file -> (label, P(fake)) of every image one evaluation scored in one data set."""
-    report = json.loads((evaluation_dir / REPORT).read_text())
     predictions = evaluation_dir / data_set / report["datasets"][data_set]["predictions"]
     with open(predictions, newline="") as handle:
         return {
@@ -36,26 +43,19 @@ def read_image_scores(evaluation_dir: Path, data_set: str) -> dict[str, tuple[in
         }
 
 
-def data_sets(evaluation_dir: Path) -> list[str]:
-    report_path = evaluation_dir / REPORT
-    if not report_path.is_file():
-        raise CompareError(f"{evaluation_dir}: no {REPORT} (not a `fakescope evaluate` output dir)")
-    return list(json.loads(report_path.read_text())["datasets"])
-
-
 def compare_evaluations(
     before: Path, after: Path, resamples: int | None = None, seed: int = 0
 ) -> dict:
     """Per data set both evaluations scored: each AUC on the images both scored, and the
     change from `before` to `after` with its interval."""
-    in_after = set(data_sets(after))
-    shared = [name for name in data_sets(before) if name in in_after]
+    report_before, report_after = read_report(before), read_report(after)
+    shared = [name for name in report_before["datasets"] if name in report_after["datasets"]]
     if not shared:
         raise CompareError(f"{before} and {after} share no data set")
     result: dict = {"before": str(before), "after": str(after), "datasets": {}}
     for name in shared:
-        scores_before = read_image_scores(before, name)
-        scores_after = read_image_scores(after, name)
+        scores_before = read_image_scores(before, report_before, name)
+        scores_after = read_image_scores(after, report_after, name)
         files = sorted(scores_before.keys() & scores_after.keys())
         relabelled = [f for f in files if scores_before[f][0] != scores_after[f][0]]
         if relabelled:
@@ -67,14 +67,13 @@ def compare_evaluations(
         p_after = np.array([scores_after[f][1] for f in files])
         if len(np.unique(labels)) < 2:
             raise CompareError(f"{name}: the images both evaluations scored are of one class only")
+        change = paired_auc_change(labels, p_before, p_after, resamples or RESAMPLES, seed=seed)
         result["datasets"][name] = {
             "n": len(files),
             "only_before": len(scores_before) - len(files),
             "only_after": len(scores_after) - len(files),
-            "auc_before": auc_and_average_precision(labels, p_before)[0],
-            "auc_after": auc_and_average_precision(labels, p_after)[0],
-            "auc_change": paired_auc_change(
-                labels, p_before, p_after, resamples or RESAMPLES, seed=seed
-            ),
+            "auc_before": change["before"],
+            "auc_after": change["after"],
+            "auc_change": change,
         }
     return result
