@@ -39,6 +39,15 @@ def test_usage_errors_exit_with_1():
     assert "Missing argument" in done.stderr
 
 
+def test_a_failed_command_exits_with_its_code(tmp_path: Path):
+    """The console entry point, not only the app: `fail` exits 1 from a real process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fakescope", "audit", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "data dir not found" in done.stderr
+
+
 def test_scan_writes_every_report_and_exits_2_on_unreadable_files(trained_run: Path, toy_data: Path, tmp_path: Path):
     model = trained_run / "checkpoints" / "best.ckpt"
     broken = tmp_path / "broken.png"

@@ -513,7 +513,9 @@ def run() -> None:
     """Console entry point: usage errors exit with 1 (Click's default is 2, which scan uses
     for unreadable inputs)."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Click returns the code of a command's `typer.Exit` (`fail`,
+        # scan's 2) instead of exiting with it; ignored, every failure would exit 0.
+        code = app(standalone_mode=False)
     except typer.Exit as done:
         raise SystemExit(done.exit_code)
     except typer.Abort:
@@ -522,6 +524,7 @@ def run() -> None:
     except typer.TyperException as error:  # Click's usage and parameter errors
         error.show()
         raise SystemExit(1)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
