@@ -56,22 +56,32 @@ def rescaled_copies(paths: list[Path], side: int, folder: Path) -> list[Path]:
     return copies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every scan benchmark shares: which files, how to scan them, where to write."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/faceswap-lfw"))
     parser.add_argument("--files", type=int, default=500)
-    parser.add_argument("--side", type=int, help="rescale copies to this longer side first")
     parser.add_argument("--batch", type=int, default=BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
 
+
+def sample_files(args: argparse.Namespace) -> list[Path]:
+    """`--files` images of `--data`, drawn with `--seed`."""
     paths = find_images(args.data)
     random.Random(args.seed).shuffle(paths)
-    paths = paths[: args.files]
+    return paths[: args.files]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_scan_arguments(parser)
+    parser.add_argument("--side", type=int, help="rescale copies to this longer side first")
+    args = parser.parse_args()
+
+    paths = sample_files(args)
     detector = make_detector(args.model, args.backend)
     with tempfile.TemporaryDirectory(prefix="fakescope-scan-bench-") as folder:
         if args.side:

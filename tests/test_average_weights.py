@@ -30,7 +30,7 @@ def test_soup_is_the_mean_of_the_weights_and_scores_like_a_detector(trained_run:
     torch.testing.assert_close(soup.state_dict()[key], (states[0][key] + states[1][key]) / 2)
     assert card == load_checkpoint(best)[1]
     crops = [np.full((64, 64, 3), value, np.uint8) for value in (40, 200)]
-    assert np.isfinite(fakescope.load(str(out)).score_crops(crops)).all()
+    assert np.isfinite(fakescope.load(str(out)).score_faces([[crop] for crop in crops])).all()
     # Nothing the user had is overwritten.
     before = out.read_bytes()
     refused = average(out, best, last)

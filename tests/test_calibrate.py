@@ -229,3 +229,35 @@ def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(run_copy: Path, to
 
     onnx = Path(export_command(tmp_path / "mirror" / "detector.safetensors")["files"]["onnx"])
     assert load_detector(onnx).card.mirror_average
+
+
+def test_calibrate_sets_extra_margins_and_the_export_carries_them(
+    run_copy: Path, toy_data: Path, tmp_path: Path
+):
+    from fakescope.export.onnx import export_command
+    from fakescope.inference.loading import load_detector
+
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    out = tmp_path / "views"
+    calibrate_checkpoint(checkpoint, [toy_data], out=out, num_workers=0, extra_margins=(0.2,))
+    assert load_detector(out / "detector.safetensors").card.extra_margins == (0.2,)
+    onnx = Path(export_command(out / "detector.safetensors")["files"]["onnx"])
+    assert load_detector(onnx).card.extra_margins == (0.2,)
+
+
+def test_face_crops_tighter_than_a_detectors_cuts_are_refused(trained_run: Path, tmp_path: Path):
+    from fakescope.evaluation.evaluate import check_crop_margin, score_split
+    from fakescope.inference.loading import load_detector
+
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "face_crops.json").write_text(json.dumps({"margin": 0.3}))
+    detector = load_detector(checkpoint, use_faces=True)
+    check_crop_margin(detector, crops)  # one cut, at the card's margin: as before
+    detector.card = detector.card.with_updates(extra_margins=(0.2,))
+    check_crop_margin(detector, crops)  # within what the crops hold
+    detector.card = detector.card.with_updates(extra_margins=(0.2, 0.5))
+    with pytest.raises(ValueError, match=r"cut with margin 0\.3.*margin 0\.5"):
+        score_split(detector, checkpoint, crops, "val")
+    check_crop_margin(detector, tmp_path)  # raw images: every cut can be made

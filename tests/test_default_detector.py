@@ -27,7 +27,8 @@ def test_shipped_weights_are_small_and_calibrated():
         card = fakescope.load("default", backend=backend).card
         assert card.face_crop == "mtcnn" and card.input_size == 192
         assert card.threshold_source.startswith("max balanced accuracy on val") and card.temperature != 1.0
-        assert card.mirror_average  # make default-weights fits both exports with it (docs/model-card.md)
+        # make default-weights fits both exports with four views per face (docs/model-card.md)
+        assert card.mirror_average and card.extra_margins == (0.2,)
 
 
 def test_default_runs_int8_and_agrees_with_its_fp32_weights():

@@ -9,15 +9,18 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 from skimage import data as skdata
 
 import fakescope
 from fakescope.data.toy import read_patch_boxes
+from fakescope.faces import Face, FaceDetection, crop_face
 from fakescope.inference.detector import Detector
 from fakescope.inference.explain import explain_crops, explain_image
 from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
 from fakescope.io.images import decode_image
 from fakescope.models.registry import list_detectors
+from fakescope.models.scoring import probabilities
 from media import write_video
 
 SEED_KEYS = ["prediction", "confidence", "probabilities"]
@@ -259,6 +262,51 @@ def test_mirror_average_scores_each_crop_with_its_mirror_image(trained_run: Path
     # A crop and its mirror image get one score; without averaging they need not.
     np.testing.assert_allclose(mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5)
     assert not np.allclose(plain.crop_logits(flipped), plain.crop_logits(crops), atol=1e-5)
+
+
+class FixedFaces:
+    """A face stage that finds the same boxes in every image."""
+
+    def __init__(self, *boxes):
+        self.detection = FaceDetection([Face(box, 0.99, None) for box in boxes], [])
+
+    def detect_batch(self, images):
+        return [self.detection for _ in images]
+
+
+def test_extra_margins_score_each_face_as_the_mean_of_its_cuts(trained_run: Path):
+    checkpoint = str(trained_run / "checkpoints" / "best.ckpt")
+    boxes = ((150.0, 40.0, 290.0, 200.0), (30.0, 300.0, 110.0, 400.0))
+    plain = fakescope.load(checkpoint, use_faces=True, face_detector=FixedFaces(*boxes))
+    viewed = fakescope.load(checkpoint, use_faces=True, face_detector=FixedFaces(*boxes))
+    viewed.card = viewed.card.with_updates(mirror_average=True, extra_margins=(0.1, 0.6))
+    image = skdata.astronaut()
+    size = plain.card.input_size
+
+    prepared = viewed.prepare(image, viewed.detect_faces([image])[0])
+    assert [len(cuts) for cuts in prepared.views] == [3, 3]
+    for box, crop in zip(boxes, prepared.crops):  # heat maps show the card's own margin
+        expected_crop = crop_face(image, box, margin=plain.card.face_margin, out_size=size)
+        np.testing.assert_array_equal(crop, expected_crop)
+
+    def mirrored(crops):
+        return (plain.crop_logits(crops) + plain.crop_logits([c[:, ::-1] for c in crops])) / 2
+
+    per_margin = [
+        mirrored([crop_face(image, box, margin=m, out_size=size) for box in boxes])
+        for m in (plain.card.face_margin, 0.1, 0.6)
+    ]
+    expected = np.mean(per_margin, axis=0)
+    np.testing.assert_allclose(viewed.face_logits(prepared.views), expected, atol=1e-5)
+    assert not np.allclose(expected, mirrored(prepared.crops), atol=1e-4)  # the cuts matter
+    # Evaluation, calibration and predict all score a face this way.
+    np.testing.assert_allclose(viewed.image_logits([image]), [expected.max()], atol=1e-5)
+    result = viewed.predict(image)
+    faces = probabilities(expected, viewed.card.temperature)
+    assert [f["p_fake"] for f in result["faces"]] == pytest.approx(faces.tolist(), abs=1e-5)
+    assert result["probabilities"]["fake"] == pytest.approx(faces.max(), abs=1e-5)
+    with pytest.raises(ValidationError):
+        viewed.card.with_updates(extra_margins=(-0.1,))
 
 
 def test_mirror_averaged_heat_maps_explain_crop_and_mirror_alike(trained_run: Path, toy_data: Path):

@@ -51,10 +51,10 @@ class GatedDetector(Detector):
         self.gate = threading.Event()
         self.gate.set()
 
-    def score_crops(self, crops, batch_size=32):
+    def crop_logits(self, crops, batch_size=32):
         self.forwards += 1
         self.gate.wait(10)
-        return super().score_crops(crops, batch_size)
+        return super().crop_logits(crops, batch_size)
 
 
 def png_bytes(size=(48, 40), seed=0) -> bytes:

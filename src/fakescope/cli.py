@@ -204,6 +204,11 @@ def calibrate(
         None, "--mirror-average/--no-mirror-average",
         help="Average each face's score with its mirror image's (twice the model's work); default: as the card says.",
     ),
+    extra_margin: Optional[list[float]] = typer.Option(
+        None, "--extra-margin",
+        help="Also cut each face with this margin and average the cuts' scores; repeat for "
+        "more. Face crops cut with a smaller margin are refused; default: as the card says.",
+    ),
 ) -> None:
     """Fit temperature and decision threshold on validation data; write a calibrated detector."""
     from fakescope.evaluation.calibrate import calibrate_checkpoint
@@ -212,6 +217,7 @@ def calibrate(
         report = calibrate_checkpoint(
             checkpoint, data, out, split=split, method=method, target_fpr=target_fpr,
             n_bins=bins, overwrite=overwrite, batch_size=batch_size, mirror_average=mirror_average,
+            extra_margins=tuple(extra_margin) if extra_margin else None,
         )
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))

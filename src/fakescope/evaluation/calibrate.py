@@ -197,11 +197,13 @@ def calibrate_checkpoint(
     batch_size: int = 64,
     num_workers: int = 2,
     mirror_average: bool | None = None,
+    extra_margins: tuple[float, ...] | None = None,
 ) -> dict:
     """Calibrate `checkpoint` on the `split` of `data_dirs` (pooled) and return the report.
 
     mirror_average: switch the card's mirror averaging on or off (None keeps the card's) before
         scoring, so the temperature and threshold are fitted to the scores it will give.
+    extra_margins: set the card's extra face cuts likewise (None keeps the card's; () none).
 
     Writes the calibrated detector, `calibration.json` and the reliability diagram to `out`
     (default `default_output_dir`); refuses to replace existing files unless `overwrite`.
@@ -215,6 +217,8 @@ def calibrate_checkpoint(
     detector = load_detector(checkpoint)
     if mirror_average is not None:
         detector.card = detector.card.with_updates(mirror_average=mirror_average)
+    if extra_margins is not None:
+        detector.card = detector.card.with_updates(extra_margins=extra_margins)
     card = detector.card
     scored = {
         data_dir.resolve().name: score_split(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from fakescope.batching import BATCH_SIZE
 from fakescope.data.dataset import decode_or_warn
 from fakescope.data.discovery import DataSplits, Sample, discover_folder
+from fakescope.data.facecrops import SUMMARY_FILE
 from fakescope.evaluation.bootstrap import paired_auc_change
 from fakescope.evaluation.metrics import binary_metrics
 from fakescope.evaluation.perturb import SWEEP, Perturbation
@@ -94,6 +96,22 @@ def _keep_decoded(batch: list) -> list:
     return [item for item in batch if item is not None]
 
 
+def check_crop_margin(detector: Detector, data_dir: Path) -> None:
+    """Refuse face crops (`fakescope faces` output) cut tighter than the detector's widest cut:
+    its extra margins would see black padding where the face's surroundings were."""
+    summary = Path(data_dir) / SUMMARY_FILE
+    if not (detector.use_faces and detector.card.extra_margins and summary.is_file()):
+        return
+    cut = json.loads(summary.read_text()).get("margin")
+    widest = max(detector.card.face_margin, *detector.card.extra_margins)
+    if cut is not None and widest > cut:
+        raise ValueError(
+            f"{data_dir} holds face crops cut with margin {cut}, and this detector also cuts each "
+            f"face with margin {widest} (its card's extra_margins), which those crops cannot give: "
+            "score the raw images they were cut from"
+        )
+
+
 def score_split(
     detector: Detector,
     checkpoint: Path,
@@ -105,6 +123,7 @@ def score_split(
 ) -> ScoredSplit:
     """Image-level logits of P(fake) for one split of `data_dir` (decoding in worker processes),
     and its videos scored (not under a perturbation)."""
+    check_crop_margin(detector, data_dir)
     splits = discover_folder(data_dir, checkpoint, videos=True)
     samples = select_split(splits, split)
     images = [s for s in samples if s.path.suffix.lower() not in VIDEO_EXTENSIONS]

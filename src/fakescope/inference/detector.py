@@ -1,7 +1,8 @@
 """The Detector: decoded image -> faces -> one batched forward -> P(fake) per face, image, video.
 
-Aggregation: a face gets P(fake); an image gets the maximum over its faces (one faked face
-makes the image fake); a video gets the mean over the sampled frames that had faces.
+Aggregation: a face gets P(fake) from the mean logit of its cuts (one per margin of the card,
+each with its mirror image when the card says so); an image gets the maximum over its faces
+(one faked face makes the image fake); a video gets the mean over the sampled frames with faces.
 """
 
 from __future__ import annotations
@@ -40,10 +41,15 @@ class PreparedImage:
     """One image ready for the model: its crops and what the face stage found."""
 
     size: tuple[int, int]  # (width, height)
-    crops: list[np.ndarray]
+    views: list[list[np.ndarray]]  # per face, its cuts: the card's face_margin, then extra_margins
     faces: list[dict]
     skipped_faces: list[dict]
     fallback: str | None
+
+    @property
+    def crops(self) -> list[np.ndarray]:
+        """One crop per face, cut with the card's face_margin: what heat maps and overlays show."""
+        return [cuts[0] for cuts in self.views]
 
 
 @dataclass
@@ -152,15 +158,28 @@ class Detector:
             logits.append(batch_logits)
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
-    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """P(fake) for each crop (RGB uint8), with the card's temperature."""
-        return probabilities(self.crop_logits(crops, batch_size), self.card.temperature)
+    def face_logits(
+        self, views: Sequence[Sequence[np.ndarray]], batch_size: int = BATCH_SIZE
+    ) -> np.ndarray:
+        """Logit of P(fake) for each face, given its cuts (`PreparedImage.views`): the mean of
+        the cuts' logits, before temperature. All the faces' cuts share forwards."""
+        if not views:
+            return np.zeros(0, dtype=np.float32)
+        logits = self.crop_logits([cut for cuts in views for cut in cuts], batch_size)
+        bounds = np.cumsum([len(cuts) for cuts in views])[:-1]
+        return np.array([chunk.mean() for chunk in np.split(logits, bounds)], dtype=np.float32)
+
+    def score_faces(
+        self, views: Sequence[Sequence[np.ndarray]], batch_size: int = BATCH_SIZE
+    ) -> np.ndarray:
+        """P(fake) for each face, given its cuts, with the card's temperature."""
+        return probabilities(self.face_logits(views, batch_size), self.card.temperature)
 
     def image_logits(self, images: list[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Per image, the logit that `predict` thresholds (after temperature): the largest over
         its faces, or the whole image's when it has none. What evaluation and calibration score."""
         prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
-        logits = self.crop_logits([crop for p in prepared for crop in p.crops], batch_size)
+        logits = self.face_logits([cuts for p in prepared for cuts in p.views], batch_size)
         bounds = np.cumsum([len(p.crops) for p in prepared])[:-1]
         return np.array([chunk.max() for chunk in np.split(logits, bounds)], dtype=np.float32)
 
@@ -173,16 +192,17 @@ class Detector:
             # The whole image goes through the same resize as whole-image training.
             return PreparedImage(
                 size=(width, height),
-                crops=[image],
+                views=[[image]],
                 faces=[],
                 skipped_faces=_skipped(detection),
                 fallback=WHOLE_IMAGE,
             )
-        crops, faces = [], []
+        margins = (self.card.face_margin, *self.card.extra_margins)
+        views, faces = [], []
         for face in detection.faces:
-            crops.append(crop_face(image, face.box, margin=self.card.face_margin, out_size=size))
+            views.append([crop_face(image, face.box, margin=m, out_size=size) for m in margins])
             faces.append({"box": [round(v, 1) for v in face.box], "detection_score": round(face.score, 4)})
-        return PreparedImage((width, height), crops, faces, _skipped(detection), fallback=None)
+        return PreparedImage((width, height), views, faces, _skipped(detection), fallback=None)
 
     def detect_faces(self, images: list[np.ndarray]) -> list[FaceDetection | None]:
         if not self.use_faces:
@@ -262,11 +282,11 @@ class Detector:
     def _score_images(
         self, items: list[PreparedImage], batch_size: int, explain: bool
     ) -> list[tuple[list[float], list[str | None]]]:
-        """Every crop of `items` in shared forwards; per item its crop scores and heat maps,
+        """Every face of `items` in shared forwards; per item its crop scores and heat maps,
         also written into its face dicts."""
-        crops = [crop for item in items for crop in item.crops]
-        scores = iter(self.score_crops(crops, batch_size).tolist())
-        heatmaps = iter(self._heatmaps(crops, explain))
+        views = [cuts for item in items for cuts in item.views]
+        scores = iter(self.score_faces(views, batch_size).tolist())
+        heatmaps = iter(self._heatmaps([crop for item in items for crop in item.crops], explain))
         scored = []
         for item in items:
             crop_scores = [next(scores) for _ in item.crops]

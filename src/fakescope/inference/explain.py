@@ -89,7 +89,7 @@ def explain_image(detector, image: np.ndarray) -> tuple[np.ndarray, float]:
     """
     detection = detector.detect_faces([image])[0]
     prepared = detector.prepare(image, detection)
-    scores = detector.score_crops(prepared.crops)
+    scores = detector.score_faces(prepared.views)
     maps = explain_crops(detector.model, detector.card, prepared.crops, detector.transform)
     p_fake = float(max(scores))
     if prepared.fallback:

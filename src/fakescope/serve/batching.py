@@ -2,7 +2,7 @@
 
 Request threads hand their crops to `MicroBatcher.score` and wait. One worker thread takes
 the first waiting job, gathers more for at most `max_wait_ms` or until `max_batch_crops`
-crops are in hand, and calls the detector's `score_crops` once for the whole group. On a CPU
+crops are in hand, and calls the detector's `crop_logits` once for the whole group. On a CPU
 one forward of 16 crops costs far less than 16 forwards of one, so under load this raises
 throughput at the price of a few milliseconds of latency when the server is idle.
 """
@@ -36,8 +36,8 @@ class _Job:
 class MicroBatcher:
     """One worker thread that scores the crops of many requests together.
 
-    score_fn(crops, batch_size) -> P(fake) per crop; it runs only on the worker thread,
-    holding `model_lock`, so other users of the model (Grad-CAM) can take turns with it.
+    score_fn(crops, batch_size) -> a score per crop (the detector's logit); it runs only on the
+    worker thread, holding `model_lock`, so other users of the model (Grad-CAM) can take turns.
     """
 
     def __init__(
@@ -80,7 +80,7 @@ class MicroBatcher:
                 job.future.set_exception(BatcherStopped("the server is shutting down"))
 
     def score(self, crops: Sequence[np.ndarray], timeout_s: float | None = None) -> np.ndarray:
-        """P(fake) per crop, scored with whatever else is waiting; blocks the calling thread."""
+        """A score per crop (`score_fn`'s), with whatever else is waiting; blocks the caller."""
         if not crops:
             return np.zeros(0, dtype=np.float32)
         if self._stopping:

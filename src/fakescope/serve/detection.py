@@ -36,7 +36,7 @@ class _BatchedDetector(Detector):
         self._batcher = batcher
         self._timeout_s = timeout_s
 
-    def score_crops(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def crop_logits(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         return self._batcher.score(crops, self._timeout_s)
 
 
@@ -49,7 +49,7 @@ class DetectionService:
         self.detector = detector
         self.settings = settings
         self.batcher = MicroBatcher(
-            detector.score_crops, max_batch_crops=settings.max_batch_crops, max_wait_ms=settings.max_wait_ms
+            detector.crop_logits, max_batch_crops=settings.max_batch_crops, max_wait_ms=settings.max_wait_ms
         )
         self._batched = _BatchedDetector(detector, self.batcher, settings.request_timeout_s)
 
