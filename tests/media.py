@@ -1,4 +1,5 @@
-"""Small media files for tests: videos made from a list of frames."""
+"""Small media for tests: videos made from a list of frames, and a face stage that finds
+faces where a test puts them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from fakescope.faces import Face, FaceDetection
+
+
+class FixedFaces:
+    """A face stage that finds the same boxes in every image."""
+
+    def __init__(self, *boxes):
+        self.detection = FaceDetection([Face(box, 0.99, None) for box in boxes], [])
+
+    def detect_batch(self, images):
+        return [self.detection for _ in images]
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:

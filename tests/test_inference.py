@@ -14,14 +14,14 @@ from skimage import data as skdata
 
 import fakescope
 from fakescope.data.toy import read_patch_boxes
-from fakescope.faces import Face, FaceDetection, crop_face
+from fakescope.faces import crop_face
 from fakescope.inference.detector import Detector
 from fakescope.inference.explain import explain_crops, explain_image
 from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
 from fakescope.io.images import decode_image
 from fakescope.models.registry import list_detectors
 from fakescope.models.scoring import probabilities
-from media import write_video
+from media import FixedFaces, write_video
 
 SEED_KEYS = ["prediction", "confidence", "probabilities"]
 
@@ -262,16 +262,6 @@ def test_mirror_average_scores_each_crop_with_its_mirror_image(trained_run: Path
     # A crop and its mirror image get one score; without averaging they need not.
     np.testing.assert_allclose(mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5)
     assert not np.allclose(plain.crop_logits(flipped), plain.crop_logits(crops), atol=1e-5)
-
-
-class FixedFaces:
-    """A face stage that finds the same boxes in every image."""
-
-    def __init__(self, *boxes):
-        self.detection = FaceDetection([Face(box, 0.99, None) for box in boxes], [])
-
-    def detect_batch(self, images):
-        return [self.detection for _ in images]
 
 
 def test_extra_margins_score_each_face_as_the_mean_of_its_cuts(trained_run: Path):

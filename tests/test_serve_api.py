@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from media import FixedFaces
 from PIL import Image
 from torch import nn
 
@@ -160,6 +161,26 @@ def test_detect_images_gives_the_python_api_result_plus_timing(client, detector)
     assert len(payload["results"]) == 2
     assert set(payload["timing_ms"]) == {"upload", "processing", "total"}
     assert response.headers["x-request-id"]
+
+
+def test_serve_scores_each_faces_cuts_as_the_python_api_does():
+    model = TinyNet()
+    card = model.card.with_updates(extra_margins=(0.1, 0.5), mirror_average=True)
+    faces = FixedFaces((4.0, 4.0, 30.0, 34.0), (20.0, 10.0, 44.0, 36.0))
+    detector = Detector(model, card, use_faces=True, face_detector=faces)
+    data = png_bytes(seed=3)
+    image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    with TestClient(create_app(detector, ServeSettings())) as client:
+        response = client.post("/v1/detect", files=files(("a.png", data)))
+    assert response.status_code == 200
+    served = response.json()["results"][0]
+    expected = detector.predict(image)
+    assert [f["p_fake"] for f in served["faces"]] == [f["p_fake"] for f in expected["faces"]]
+    assert served["probabilities"] == expected["probabilities"]
+    # Each face's score is the mean over its three cuts, not its card-margin crop's alone.
+    prepared = detector.prepare(image, faces.detection)
+    one_cut = detector.score_faces([cuts[:1] for cuts in prepared.views])
+    assert not np.allclose([f["p_fake"] for f in served["faces"]], one_cut, atol=1e-4)
 
 
 def test_explain_adds_heat_maps(client):
