@@ -245,6 +245,31 @@ def test_calibrate_sets_extra_margins_and_the_export_carries_them(
     assert load_detector(onnx).card.extra_margins == (0.2,)
 
 
+def test_calibrate_command_adds_or_drops_extra_margins(
+    run_copy: Path, toy_data: Path, tmp_path: Path
+):
+    from typer.testing import CliRunner
+
+    from fakescope.cli import app
+
+    def calibrate(checkpoint: Path, out: str, *flags: str):
+        args = ["calibrate", str(checkpoint), "--data", str(toy_data), "-o", str(tmp_path / out)]
+        return CliRunner().invoke(app, [*args, *flags])
+
+    def margins(out: str) -> tuple[float, ...]:
+        return load_checkpoint(tmp_path / out / "detector.safetensors")[1].extra_margins
+
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    added = calibrate(checkpoint, "views", "--extra-margin", "0.2", "--extra-margin", "0.4")
+    assert added.exit_code == 0
+    assert margins("views") == (0.2, 0.4)
+    views = tmp_path / "views" / "detector.safetensors"
+    assert calibrate(views, "kept").exit_code == 0 and margins("kept") == (0.2, 0.4)  # as the card
+    assert calibrate(views, "plain", "--no-extra-margins").exit_code == 0 and margins("plain") == ()
+    both = calibrate(views, "both", "--extra-margin", "0.2", "--no-extra-margins")
+    assert both.exit_code == 1 and "contradict" in both.output
+
+
 def test_face_crops_tighter_than_a_detectors_cuts_are_refused(trained_run: Path, tmp_path: Path):
     from fakescope.evaluation.evaluate import check_crop_margin, score_split
     from fakescope.inference.loading import load_detector

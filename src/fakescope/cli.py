@@ -209,15 +209,21 @@ def calibrate(
         help="Also cut each face with this margin and average the cuts' scores; repeat for "
         "more. Face crops cut with a smaller margin are refused; default: as the card says.",
     ),
+    no_extra_margins: bool = typer.Option(
+        False, "--no-extra-margins", help="Cut each face with the card's face_margin only."
+    ),
 ) -> None:
     """Fit temperature and decision threshold on validation data; write a calibrated detector."""
     from fakescope.evaluation.calibrate import calibrate_checkpoint
 
+    if extra_margin and no_extra_margins:
+        fail("--extra-margin and --no-extra-margins contradict each other: give one")
+    extra_margins = () if no_extra_margins else tuple(extra_margin) if extra_margin else None
     try:
         report = calibrate_checkpoint(
             checkpoint, data, out, split=split, method=method, target_fpr=target_fpr,
             n_bins=bins, overwrite=overwrite, batch_size=batch_size, mirror_average=mirror_average,
-            extra_margins=tuple(extra_margin) if extra_margin else None,
+            extra_margins=extra_margins,
         )
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
