@@ -105,7 +105,7 @@ class _Server:
             "fakescope_ready": ("gauge", "1 when the model is loaded and the batch worker runs.", float(self.ready)),
             "fakescope_requests_in_flight": ("gauge", "Detection requests admitted and not finished.", self.in_flight),
             "fakescope_model_batches_total": ("counter", "Forwards of the model (one per micro-batch).", batcher.batches if batcher else 0),
-            "fakescope_model_crops_total": ("counter", "Crops scored by the model.", batcher.crops_scored if batcher else 0),
+            "fakescope_model_crops_total": ("counter", "Face cuts scored by the model (one per card margin per face).", batcher.crops_scored if batcher else 0),
         }
 
 
