@@ -180,7 +180,7 @@ class Detector:
         its faces, or the whole image's when it has none. What evaluation and calibration score."""
         prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
         logits = self.face_logits([cuts for p in prepared for cuts in p.views], batch_size)
-        bounds = np.cumsum([len(p.crops) for p in prepared])[:-1]
+        bounds = np.cumsum([len(p.views) for p in prepared])[:-1]
         return np.array([chunk.max() for chunk in np.split(logits, bounds)], dtype=np.float32)
 
     # -- the face stage ----------------------------------------------------------------------
@@ -289,8 +289,8 @@ class Detector:
         heatmaps = iter(self._heatmaps([crop for item in items for crop in item.crops], explain))
         scored = []
         for item in items:
-            crop_scores = [next(scores) for _ in item.crops]
-            crop_maps = [next(heatmaps) for _ in item.crops]
+            crop_scores = [next(scores) for _ in item.views]
+            crop_maps = [next(heatmaps) for _ in item.views]
             for face, score, heatmap in zip(item.faces, crop_scores, crop_maps):
                 face["p_fake"] = round(score, 6)
                 if heatmap:
