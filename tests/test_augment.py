@@ -122,3 +122,41 @@ def test_equalized_history_changes_only_training_images():
     evaluation = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False, equalize_history=True)
     assert not (train(image) == plain(image)).all()
     assert (evaluation(image) == build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False)(image)).all()
+
+
+def test_reframe_cuts_windows_of_the_asked_scales_from_inside_the_image():
+    import numpy as np
+
+    from fakescope.data.augment import RandomReframe
+
+    height, width = 120, 80
+    rows, cols = np.mgrid[0:height, 0:width]
+    # Each pixel carries its own coordinates, so a cut shows where it came from.
+    image = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    reframe = RandomReframe(min_scale=0.6, p=1.0)
+    reframe.set_random_seed(0)
+    scales = []
+    for _ in range(200):
+        cut = reframe(image=image)["image"]
+        top, left = int(cut[0, 0, 0]), int(cut[0, 0, 1])
+        cut_h, cut_w = cut.shape[:2]
+        assert (cut == image[top : top + cut_h, left : left + cut_w]).all()
+        assert 0.6 * height - 1 <= cut_h <= height and 0.6 * width - 1 <= cut_w <= width
+        assert abs(cut_h / height - cut_w / width) < 0.02  # one scale for both sides
+        scales.append(cut_h / height)
+    assert min(scales) < 0.65 and max(scales) > 0.95  # the whole range is drawn
+
+
+def test_reframe_applies_to_training_only_and_comes_first():
+    import numpy as np
+
+    from fakescope.data.augment import RandomReframe, build_transform
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    stats = (0.5,) * 3
+    train = build_transform("light", 32, stats, stats, train=True, seed=0, reframe=(1.0, 0.8))
+    first = train.pipeline.transforms[0]
+    assert isinstance(first, RandomReframe) and first.p == 1.0 and first.min_scale == 0.8
+    assert train(image).shape == (3, 32, 32)
+    evaluation = build_transform("light", 32, stats, stats, train=False, reframe=(1.0, 0.8))
+    assert not any(isinstance(t, RandomReframe) for t in evaluation.pipeline.transforms)

@@ -47,6 +47,19 @@ class SelfBlendConfig(_Strict):
     part_mask_prob: float = Field(0.2, ge=0.0, le=1.0)
 
 
+class ReframeConfig(_Strict):
+    """Training crops re-framed at random, as a face detector's box varies from image to image.
+
+    The detector then scores faces cut at the card's margins (`face_margin`, `extra_margins`)
+    and shifted by a detector's jitter as faces it has seen, not as a framing it never met.
+    """
+
+    # The share of training images re-framed; the rest keep the crop's own framing.
+    p: float = Field(0.5, gt=0.0, le=1.0)
+    # The smallest cut, as a fraction of the image's sides; it lies anywhere inside the image.
+    min_scale: float = Field(0.85, gt=0.0, lt=1.0)
+
+
 class DataConfig(_Strict):
     # One of: `root` (a discovered layout), `sources` (several such roots, each split on its
     # own and then pooled), or explicit per-class, per-split directories.
@@ -66,6 +79,7 @@ class DataConfig(_Strict):
     # Re-scale and re-encode every training image (both classes alike) before augmenting:
     # the cure for data sets whose classes were saved differently (see `fakescope audit`).
     equalize_history: bool = False
+    reframe: ReframeConfig | None = None
     # Landmarks come from the `face_landmarks.json` that `fakescope faces` writes at a data
     # root; faces without them are blended through a central ellipse.
     self_blend: SelfBlendConfig | None = None

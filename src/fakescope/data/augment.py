@@ -65,11 +65,15 @@ def build_transform(
     train: bool,
     seed: int | None = None,
     equalize_history: bool = False,
+    reframe: tuple[float, float] | None = None,
 ) -> Callable[[np.ndarray], torch.Tensor]:
     """The transform for `preset`; `train=False` gives the deterministic evaluation transform.
 
     equalize_history: (training only) give every image, real or fake, a new file history
         first, so that how a class was saved cannot be learnt in place of the face.
+
+    reframe: (training only) (p, min_scale): with probability p, cut the image to a random
+        window whose sides are min_scale to 1 of the image's, before everything else.
 
     seed: seeds the augmentations in the main process; None takes torch's seed, so a run
         seeded with `torch.manual_seed` / Lightning's `seed_everything` repeats itself.
@@ -85,12 +89,40 @@ def build_transform(
         steps = [_resize(input_size)]
     else:
         steps = _TRAIN_PRESETS[preset](input_size)
+    if train and reframe is not None:
+        steps = [RandomReframe(min_scale=reframe[1], p=reframe[0]), *steps]
     if train and equalize_history:
         steps = [*_equalize_history(), *steps]
     finish = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     if seed is None:
         seed = torch.initial_seed() % 2**32
     return AugmentTransform(A.Compose([*steps, *finish], seed=seed))
+
+
+class RandomReframe(A.ImageOnlyTransform):
+    """Cut a window of random scale (min_scale to 1, same for both sides) at a random place.
+
+    On a face crop this is another face detector's box: tighter or shifted. The window is
+    not resized; the preset's resize that follows brings it to the input size.
+    """
+
+    def __init__(self, min_scale: float, p: float = 1.0):
+        super().__init__(p=p)
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+        self.min_scale = min_scale
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        height, width = params["shape"][:2]
+        scale = self.py_random.uniform(self.min_scale, 1.0)
+        cut_h, cut_w = max(1, round(height * scale)), max(1, round(width * scale))
+        top = self.py_random.randint(0, height - cut_h)
+        left = self.py_random.randint(0, width - cut_w)
+        return {"window": (top, left, cut_h, cut_w)}
+
+    def apply(self, img: np.ndarray, window: tuple[int, int, int, int], **params) -> np.ndarray:
+        top, left, cut_h, cut_w = window
+        return np.ascontiguousarray(img[top : top + cut_h, left : left + cut_w])
 
 
 def _equalize_history() -> list:

@@ -80,8 +80,15 @@ class FolderDataModule(L.LightningDataModule):
     def _dataset(self, samples: list[Sample], train: bool) -> Dataset:
         card = self.card
         preset = self.config.augmentation if train else "none"
+        reframe = self.config.reframe
         transform = build_transform(
-            preset, card.input_size, card.mean, card.std, train=train, equalize_history=self.config.equalize_history
+            preset,
+            card.input_size,
+            card.mean,
+            card.std,
+            train=train,
+            equalize_history=self.config.equalize_history,
+            reframe=(reframe.p, reframe.min_scale) if reframe else None,
         )
         dataset = ImageDataset(
             samples,
