@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # resolver never mixes a torchvision with a torch it was not built against.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test bench train-default train-leave-one-out train-without-photoshop train-without-dfdc default-weights evaluate-default clean
+.PHONY: install browser demo lint test bench train-default train-leave-one-out train-without-photoshop train-without-dfdc default-weights evaluate-default clean
 
 $(BIN)/fakescope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "chromium could not be installed: browser tests will be skipped"
 
-test: install browser
+# Style is checked, not debated: `ruff format` and `ruff check --fix` repair what lint finds.
+CODE := src tests benchmarks scripts
+lint: install
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+test: install browser lint
 	$(BIN)/python -m pytest -q
 
 # The default detector's recipe: face crops of ../shared/data (cut once), then training.

@@ -30,7 +30,13 @@ MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def rate(dataset, batch: int, workers: int, batches: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_skip_broken)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_skip_broken,
+    )
     iterator = iter(loader)
     next(iterator)  # workers started, first batch in flight: not what a long run pays per batch
     count, started = 0, time.perf_counter()
@@ -56,13 +62,27 @@ def main() -> None:
     results = {}
     for preset in PRESETS:
         for equalize in (False, True):
-            transform = build_transform(preset, args.size, MEAN, STD, train=True, seed=0, equalize_history=equalize)
+            transform = build_transform(
+                preset, args.size, MEAN, STD, train=True, seed=0, equalize_history=equalize
+            )
             name = f"{preset}{' + equalize_history' if equalize else ''}"
-            results[name] = round(rate(ImageDataset(reals, transform), args.batch, args.workers, args.batches), 1)
+            results[name] = round(
+                rate(ImageDataset(reals, transform), args.batch, args.workers, args.batches), 1
+            )
     # The default recipe's fakes: self-blends (with generator traces) made in the workers.
-    transform = build_transform("degrade", args.size, MEAN, STD, train=True, seed=0, equalize_history=True)
-    blends = SelfBlendedDataset(reals, transform, {}, fake_ratio=1.0, config=SbiConfig(generator_trace_prob=0.3, generated_prob=0.1))
-    results["degrade + equalize_history, all self-blended"] = round(rate(blends, args.batch, args.workers, args.batches), 1)
+    transform = build_transform(
+        "degrade", args.size, MEAN, STD, train=True, seed=0, equalize_history=True
+    )
+    blends = SelfBlendedDataset(
+        reals,
+        transform,
+        {},
+        fake_ratio=1.0,
+        config=SbiConfig(generator_trace_prob=0.3, generated_prob=0.1),
+    )
+    results["degrade + equalize_history, all self-blended"] = round(
+        rate(blends, args.batch, args.workers, args.batches), 1
+    )
     result = {
         "benchmark": "loader_throughput",
         "data": str(args.data),

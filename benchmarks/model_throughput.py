@@ -1,6 +1,7 @@
-"""Model-only inference throughput on this CPU: eager PyTorch, bf16 PyTorch, ONNX Runtime fp32 and INT8.
+r"""Model-only inference throughput on this CPU: eager and bf16 PyTorch, ONNX Runtime fp32 and INT8.
 
-    python benchmarks/model_throughput.py --model default --calibration crops/faceswap-lfw crops/photoshop-ciplab crops/dfdc-faces --out model.json
+    python benchmarks/model_throughput.py --model default \
+        --calibration crops/faceswap-lfw crops/photoshop-ciplab crops/dfdc-faces --out model.json
     python benchmarks/model_throughput.py --detector lite0 --batches 1 16 64 --out model.json
 
 --model times a trained detector ('default' or a checkpoint) at its card's input size. Without
@@ -31,7 +32,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from fakescope.checkpoint import load_checkpoint
 from fakescope.export.onnx import export_onnx
 from fakescope.export.quantize import crop_sets, quantize_int8
-from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend, cpu_has_bf16, physical_cores
+from fakescope.inference.backends import (
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    cpu_has_bf16,
+    physical_cores,
+)
 from fakescope.inference.loading import resolve
 from fakescope.models.registry import create_detector
 from fakescope.utils import atomic_write_json
@@ -74,15 +81,25 @@ def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
 
 
 def build_variants(
-    model: torch.nn.Module, name: str, folder: Path, calibration_dirs: list[Path], calibration_crops: int
+    model: torch.nn.Module,
+    name: str,
+    folder: Path,
+    calibration_dirs: list[Path],
+    calibration_crops: int,
 ) -> dict[str, Backend]:
     metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
     fp32_path = export_onnx(copy.deepcopy(model), metadata, folder / "model.onnx")
     calibration = crop_sets(model.card, calibration_dirs, count=calibration_crops).calibration
-    int8_path = quantize_int8(fp32_path, folder / "model.int8.onnx", calibration, model.card, metadata)
+    int8_path = quantize_int8(
+        fp32_path, folder / "model.int8.onnx", calibration, model.card, metadata
+    )
     variants: dict[str, Backend] = {
-        "torch_eager_fp32": TorchBackend(copy.deepcopy(model), precision="fp32", channels_last=False),
-        "torch_channels_last_bf16": TorchBackend(copy.deepcopy(model), precision="bf16", channels_last=True),
+        "torch_eager_fp32": TorchBackend(
+            copy.deepcopy(model), precision="fp32", channels_last=False
+        ),
+        "torch_channels_last_bf16": TorchBackend(
+            copy.deepcopy(model), precision="bf16", channels_last=True
+        ),
         "ort_fp32": OnnxBackend(fp32_path),
         "ort_int8": OnnxBackend(int8_path),
     }
@@ -93,19 +110,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="'default' or a trained checkpoint (overrides --detector)")
     parser.add_argument("--detector", default="lite0")
-    parser.add_argument("--calibration", type=Path, nargs="*", default=[], help="folders of faces to calibrate INT8 with")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="folders of faces to calibrate INT8 with",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="per variant, batch size and round")
+    parser.add_argument(
+        "--min-seconds", type=float, default=1.0, help="per variant, batch size and round"
+    )
     parser.add_argument("--calibration-crops", type=int, default=32)
-    parser.add_argument("--no-pretrained", action="store_true", help="random backbone (detectors without offline weights)")
+    parser.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="random backbone (detectors without offline weights)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fakescope-bench-") as folder:
         model, name = build_model(args)
-        variants = build_variants(model, name, Path(folder), args.calibration, args.calibration_crops)
+        variants = build_variants(
+            model, name, Path(folder), args.calibration, args.calibration_crops
+        )
         size = model.card.input_size
         flops = flops_per_image(model, size)
         rng = np.random.default_rng(0)
@@ -118,7 +149,9 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, backend in variants.items():
                     rates[batch_size][name].append(images_per_s(backend, batch, args.min_seconds))
-    medians = {b: {name: statistics.median(v) for name, v in per.items()} for b, per in rates.items()}
+    medians = {
+        b: {name: statistics.median(v) for name, v in per.items()} for b, per in rates.items()
+    }
     mhz = cpu_mhz()
     cores = physical_cores()
     peak = cores * mhz * FP32_FLOPS_PER_CYCLE / 1000 if mhz else None
@@ -138,7 +171,9 @@ def main() -> None:
         "benchmark": "model_throughput",
         "detector": name,
         "input_size": size,
-        "weights": "trained checkpoint" if args.model else ("ImageNet backbone" if not args.no_pretrained else "random"),
+        "weights": "trained checkpoint"
+        if args.model
+        else ("ImageNet backbone" if not args.no_pretrained else "random"),
         "calibration": [str(folder) for folder in args.calibration] or "generated toy faces",
         "gflop_per_image": round(flops / 1e9, 4),
         "cpu": platform.processor() or platform.machine(),
@@ -151,7 +186,10 @@ def main() -> None:
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "torch": torch.__version__,
         "results": table,
-        "images_per_s_per_round": {str(b): {k: [round(x, 2) for x in v] for k, v in per.items()} for b, per in rates.items()},
+        "images_per_s_per_round": {
+            str(b): {k: [round(x, 2) for x in v] for k, v in per.items()}
+            for b, per in rates.items()
+        },
     }
     if 16 in rates:
         # Each round times every variant back to back, so a round's ratio is one measurement
@@ -161,8 +199,12 @@ def main() -> None:
             for name, runs in rates[16].items()
             if name != "torch_eager_fp32"
         }
-        result["ratios_at_batch_16"] = {name: round(statistics.median(r), 2) for name, r in per_round.items()}
-        result["ratios_at_batch_16_per_round"] = {name: [round(x, 2) for x in r] for name, r in per_round.items()}
+        result["ratios_at_batch_16"] = {
+            name: round(statistics.median(r), 2) for name, r in per_round.items()
+        }
+        result["ratios_at_batch_16_per_round"] = {
+            name: [round(x, 2) for x in r] for name, r in per_round.items()
+        }
     print(json.dumps(result, indent=2))
     if args.out:
         atomic_write_json(args.out, result)

@@ -28,7 +28,9 @@ from fakescope.inference.reports import open_writers
 from fakescope.inference.scan import run_scan
 from fakescope.utils import atomic_write_json
 
-DEFAULT_DATA = [Path("../shared/data") / name for name in ("faceswap-lfw", "photoshop-ciplab", "dfdc-faces")]
+DEFAULT_DATA = [
+    Path("../shared/data") / name for name in ("faceswap-lfw", "photoshop-ciplab", "dfdc-faces")
+]
 
 
 def rss_mb() -> float:
@@ -61,7 +63,11 @@ def main() -> None:
     done = 0
 
     with tempfile.TemporaryDirectory(prefix="fakescope-mem-bench-") as folder:
-        with open_writers(jsonl=Path(folder) / "scan.jsonl", csv=Path(folder) / "scan.csv", meta=detector.describe()) as writers:
+        with open_writers(
+            jsonl=Path(folder) / "scan.jsonl",
+            csv=Path(folder) / "scan.csv",
+            meta=detector.describe(),
+        ) as writers:
 
             def sink(result: dict) -> None:
                 nonlocal done
@@ -71,7 +77,9 @@ def main() -> None:
                     samples.append((done, rss_mb()))
 
             started = time.perf_counter()
-            summary = run_scan([ScanInput(p, "image") for p in paths], detector, sink, workers=args.workers)
+            summary = run_scan(
+                [ScanInput(p, "image") for p in paths], detector, sink, workers=args.workers
+            )
             elapsed = time.perf_counter() - started
 
     after_warm_up = [(n, mb) for n, mb in samples if n >= 1000]

@@ -49,9 +49,13 @@ def rescaled_copies(paths: list[Path], side: int, folder: Path) -> list[Path]:
         image = decode_image(path)
         scale = side / max(image.shape[:2])
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-        resized = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+        resized = cv2.resize(
+            image, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        )
         copy = folder / f"{i:05d}.jpg"
-        cv2.imwrite(str(copy), cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(
+            str(copy), cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
         copies.append(copy)
     return copies
 
@@ -90,11 +94,20 @@ def main() -> None:
         results: list[dict] = []
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        run_scan([ScanInput(p, "image") for p in paths], detector, results.append, batch_size=args.batch, workers=args.workers)
+        run_scan(
+            [ScanInput(p, "image") for p in paths],
+            detector,
+            results.append,
+            batch_size=args.batch,
+            workers=args.workers,
+        )
         elapsed = time.perf_counter() - started
     scored = [r for r in results if "error" not in r]
     # timing_ms is per file, averaged within each batch; weight batches equally by file.
-    split = {stage: sum(r["timing_ms"][stage] for r in scored) / 1000 for stage in ("decode", "faces", "model")}
+    split = {
+        stage: sum(r["timing_ms"][stage] for r in scored) / 1000
+        for stage in ("decode", "faces", "model")
+    }
     result = {
         "benchmark": "scan_end_to_end",
         "data": str(args.data),

@@ -1,7 +1,8 @@
-"""A bounded load test of `fakescope serve` on loopback: latency percentiles, throughput, memory.
+r"""A bounded load test of `fakescope serve` on loopback: latency percentiles, throughput, memory.
 
     python benchmarks/serve_load.py                       # untrained lite0 (ImageNet backbone)
-    python benchmarks/serve_load.py --model runs/x/checkpoints/best.ckpt --requests 500 --concurrency 16
+    python benchmarks/serve_load.py --model runs/x/checkpoints/best.ckpt \
+        --requests 500 --concurrency 16
 
 Starts the server as a subprocess on 127.0.0.1 (a free port), sends `--warmup` requests, reads
 the server's resident memory, sends `--requests` POST /v1/detect with `--concurrency` clients,
@@ -61,11 +62,16 @@ def multipart(name: str, data: bytes) -> tuple[bytes, str]:
         f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    return (
+        head + data + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, float]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -86,11 +92,24 @@ def rss_mb(pid: int) -> float:
 
 
 def metric(text: str, name: str) -> float:
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    return next(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+    )
 
 
 def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "fakescope", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "fakescope",
+        "serve",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while True:
@@ -108,7 +127,11 @@ def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="'default' or a checkpoint; without it: lite0, ImageNet backbone, untrained head")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="'default' or a checkpoint; without it: lite0, ImageNet backbone, untrained head",
+    )
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=32)
@@ -120,17 +143,27 @@ def main() -> int:
         model = args.model
         if model is None:
             network = create_detector("lite0", pretrained=True)
-            model = save_detector(network, network.card, "lite0", {}, Path(scratch, "lite0.safetensors"))
+            model = save_detector(
+                network, network.card, "lite0", {}, Path(scratch, "lite0.safetensors")
+            )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = start_server(model, port, Path(scratch, "server.log"))
         try:
             bodies = [multipart(f"{i}.jpg", test_image(args.image_size, i)) for i in range(16)]
             with ThreadPoolExecutor(args.concurrency) as pool:
-                list(pool.map(lambda i: post(url + "/v1/detect", *bodies[i % 16]), range(args.warmup)))
+                list(
+                    pool.map(
+                        lambda i: post(url + "/v1/detect", *bodies[i % 16]), range(args.warmup)
+                    )
+                )
                 rss_warm = rss_mb(process.pid)
                 started = time.perf_counter()
-                outcomes = list(pool.map(lambda i: post(url + "/v1/detect", *bodies[i % 16]), range(args.requests)))
+                outcomes = list(
+                    pool.map(
+                        lambda i: post(url + "/v1/detect", *bodies[i % 16]), range(args.requests)
+                    )
+                )
                 elapsed = time.perf_counter() - started
             rss_after = rss_mb(process.pid)
             with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
@@ -141,7 +174,10 @@ def main() -> int:
 
     statuses = [status for status, _ in outcomes]
     latencies = np.array([ms for _, ms in outcomes])
-    batches, crops = metric(metrics, "fakescope_model_batches_total"), metric(metrics, "fakescope_model_crops_total")
+    batches, crops = (
+        metric(metrics, "fakescope_model_batches_total"),
+        metric(metrics, "fakescope_model_crops_total"),
+    )
     result = {
         "benchmark": "serve_load",
         "model": str(args.model or "lite0 (ImageNet backbone, untrained head)"),
@@ -150,7 +186,10 @@ def main() -> int:
         "image": f"{args.image_size}x{args.image_size} JPEG",
         "status_counts": {str(s): statuses.count(s) for s in sorted(set(statuses))},
         "server_errors": sum(1 for s in statuses if s == 0 or s >= 500),
-        "latency_ms": {q: round(float(np.percentile(latencies, p)), 1) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "latency_ms": {
+            q: round(float(np.percentile(latencies, p)), 1)
+            for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
+        },
         "requests_per_s": round(args.requests / elapsed, 2),
         "mean_crops_per_forward": round(crops / batches, 2) if batches else None,
         "rss_mb_after_warmup": round(rss_warm, 1),

@@ -85,8 +85,12 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "images_per_s": {name: round(v, 2) for name, v in medians.items()},
-        "images_per_s_per_round": {name: [round(v, 2) for v in values] for name, values in rates.items()},
-        "ratio_bf16_channels_last_over_fp32": round(medians["bf16_channels_last"] / medians["eager_fp32"], 3),
+        "images_per_s_per_round": {
+            name: [round(v, 2) for v in values] for name, values in rates.items()
+        },
+        "ratio_bf16_channels_last_over_fp32": round(
+            medians["bf16_channels_last"] / medians["eager_fp32"], 3
+        ),
     }
     if args.compile:
         compiled, plain = medians["bf16_channels_last_compiled"], medians["bf16_channels_last"]

@@ -24,7 +24,9 @@ from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The element-wise mean of each floating-point tensor; other tensors from the first."""
     if any(state.keys() != states[0].keys() for state in states):
-        raise CheckpointError("the detectors have different layers: only detectors of one kind average")
+        raise CheckpointError(
+            "the detectors have different layers: only detectors of one kind average"
+        )
     return {
         key: torch.stack([state[key].float() for state in states]).mean(0).to(first.dtype)
         if first.is_floating_point()
@@ -44,7 +46,9 @@ def main() -> None:
         metadata = [read_metadata(path) for path in args.detectors]
         kinds = {meta["detector"] for meta in metadata}
         if len(kinds) > 1:
-            raise CheckpointError(f"the detectors are of different kinds ({', '.join(sorted(kinds))})")
+            raise CheckpointError(
+                f"the detectors are of different kinds ({', '.join(sorted(kinds))})"
+            )
         models = [load_checkpoint(path)[0] for path in args.detectors]
         soup = models[0]
         soup.load_state_dict(average_state([model.state_dict() for model in models]))

@@ -28,10 +28,15 @@ from fakescope.models.scoring import probabilities
 
 # A view: (margin, shift right, shift down), the shifts in shares of the face box.
 VIEWS = {
-    "m0.2": (0.2, 0.0, 0.0), "m0.25": (0.25, 0.0, 0.0), "m0.3": (0.3, 0.0, 0.0),
-    "m0.35": (0.35, 0.0, 0.0), "m0.4": (0.4, 0.0, 0.0),
-    "m0.3 right": (0.3, 0.05, 0.0), "m0.3 left": (0.3, -0.05, 0.0),
-    "m0.3 down": (0.3, 0.0, 0.05), "m0.3 up": (0.3, 0.0, -0.05),
+    "m0.2": (0.2, 0.0, 0.0),
+    "m0.25": (0.25, 0.0, 0.0),
+    "m0.3": (0.3, 0.0, 0.0),
+    "m0.35": (0.35, 0.0, 0.0),
+    "m0.4": (0.4, 0.0, 0.0),
+    "m0.3 right": (0.3, 0.05, 0.0),
+    "m0.3 left": (0.3, -0.05, 0.0),
+    "m0.3 down": (0.3, 0.0, 0.05),
+    "m0.3 up": (0.3, 0.0, -0.05),
 }
 SETS = {
     "margin 0.3 alone (1)": ["m0.3"],
@@ -40,7 +45,12 @@ SETS = {
     "margins 0.2/0.3/0.4, mirrored (6)": ["m0.2", "m0.3", "m0.4", "+mirror"],
     "margins 0.2-0.4 by 0.05, mirrored (10)": ["m0.2", "m0.25", "m0.3", "m0.35", "m0.4", "+mirror"],
     "margin 0.3 shifted 5 %, mirrored (10)": [
-        "m0.3", "m0.3 right", "m0.3 left", "m0.3 down", "m0.3 up", "+mirror"
+        "m0.3",
+        "m0.3 right",
+        "m0.3 left",
+        "m0.3 down",
+        "m0.3 up",
+        "+mirror",
     ],
     "margin 0.4 alone, mirrored (2)": ["m0.4", "+mirror"],
 }
@@ -77,7 +87,8 @@ def score_views(detector, files: list[str], chunk: int = 32) -> tuple[dict, np.n
         for name, (margin, dx, dy) in VIEWS.items():
             crops = [
                 image if box is None else view(image, box, margin, dx, dy, size)
-                for image, image_boxes in zip(images, boxes) for box in image_boxes
+                for image, image_boxes in zip(images, boxes)
+                for box in image_boxes
             ]
             logits.setdefault(name, []).append(detector.crop_logits(crops))
             mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]

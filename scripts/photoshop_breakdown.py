@@ -1,4 +1,4 @@
-"""AUC on photoshop-ciplab by difficulty and by edited part, from `fakescope evaluate`'s
+r"""AUC on photoshop-ciplab by difficulty and by edited part, from `fakescope evaluate`'s
 predictions.csv of that set.
 
 CIPLAB's fake file names say how hard the edit is (`easy_`, `mid_`, `hard_`) and end in a
@@ -6,7 +6,8 @@ CIPLAB's fake file names say how hard the edit is (`easy_`, `mid_`, `hard_`) and
 Each group's AUC sets its fakes against every real image of the same predictions, so the
 groups are comparable with each other and with the set's overall AUC.
 
-    .venv/bin/python scripts/photoshop_breakdown.py EVAL_DIR/photoshop-ciplab/predictions.csv [--out breakdown.json]
+    .venv/bin/python scripts/photoshop_breakdown.py \
+        EVAL_DIR/photoshop-ciplab/predictions.csv [--out breakdown.json]
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def fake_groups(file: str) -> list[str]:
         return []
     difficulty, mask = match.groups()
     parts = [part for part, bit in zip(PARTS, mask) if bit == "1"]
-    return [f"difficulty {difficulty}", *(f"part {part}" for part in parts), f"parts edited: {len(parts)}"]
+    return [
+        f"difficulty {difficulty}",
+        *(f"part {part}" for part in parts),
+        f"parts edited: {len(parts)}",
+    ]
 
 
 def breakdown(rows: list[dict]) -> dict[str, dict]:
@@ -62,7 +67,9 @@ def main() -> None:
         auc = "n/a" if numbers["auc_roc"] is None else f"{numbers['auc_roc']:.4f}"
         print(f"{group:24s} {numbers['fakes']:4d} fakes  AUC {auc}")
     if args.out:
-        args.out.write_text(json.dumps({"predictions": str(args.predictions), "groups": result}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"predictions": str(args.predictions), "groups": result}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

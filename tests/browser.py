@@ -96,7 +96,10 @@ class Page:
         params = {"expression": expression, "awaitPromise": True, "returnByValue": True}
         reply = self._devtools.call("Runtime.evaluate", params, session=self.session)
         if "exceptionDetails" in reply:
-            raise BrowserError(f"{expression!r} threw: {reply['exceptionDetails'].get('exception', {}).get('description')}")
+            raise BrowserError(
+                f"{expression!r} threw: "
+                f"{reply['exceptionDetails'].get('exception', {}).get('description')}"
+            )
         return reply["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 30.0, poll_s: float = 0.1) -> Any:
@@ -113,21 +116,33 @@ class Page:
     def set_files(self, selector: str, paths: list[Path]) -> None:
         """Pick `paths` in the <input type=file> at `selector`, as a user would (fires `change`)."""
         root = self._devtools.call("DOM.getDocument", session=self.session)["root"]["nodeId"]
-        found = self._devtools.call("DOM.querySelector", {"nodeId": root, "selector": selector}, session=self.session)
+        found = self._devtools.call(
+            "DOM.querySelector", {"nodeId": root, "selector": selector}, session=self.session
+        )
         if not found.get("nodeId"):
             raise BrowserError(f"no element matches {selector!r}")
         files = [str(Path(p).resolve()) for p in paths]
-        self._devtools.call("DOM.setFileInputFiles", {"nodeId": found["nodeId"], "files": files}, session=self.session)
+        self._devtools.call(
+            "DOM.setFileInputFiles",
+            {"nodeId": found["nodeId"], "files": files},
+            session=self.session,
+        )
 
     def screenshot(self) -> bytes:
         """A PNG of the viewport, after layout and paint have caught up."""
         settle = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
-        self._devtools.call("Runtime.evaluate", {"expression": settle, "awaitPromise": True}, session=self.session)
-        shot = self._devtools.call("Page.captureScreenshot", {"format": "png"}, session=self.session)
+        self._devtools.call(
+            "Runtime.evaluate", {"expression": settle, "awaitPromise": True}, session=self.session
+        )
+        shot = self._devtools.call(
+            "Page.captureScreenshot", {"format": "png"}, session=self.session
+        )
         return base64.b64decode(shot["data"])
 
     def console_errors(self) -> list[str]:
-        errors = (_describe_error(e) for e in self._devtools.events if e.get("sessionId") == self.session)
+        errors = (
+            _describe_error(e) for e in self._devtools.events if e.get("sessionId") == self.session
+        )
         return [e for e in errors if e is not None]
 
 
@@ -178,7 +193,9 @@ class _DevToolsPipe:
         os.close(self._reply_read)
         self._stderr.close()
 
-    def new_page(self, url: str, width: int = 1200, height: int = 900, *, mobile: bool = False) -> Page:
+    def new_page(
+        self, url: str, width: int = 1200, height: int = 900, *, mobile: bool = False
+    ) -> Page:
         """A new tab of `width` x `height` CSS px (a phone's viewport when `mobile`), loaded."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})

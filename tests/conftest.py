@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fakescope.demo import demo_config
 from fakescope.data.toy import make_toy_dataset
+from fakescope.demo import demo_config
 from fakescope.training.fit import fit
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -23,7 +23,9 @@ def shared_dataset(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_per_class=100, size=128, seed=0)
+    return make_toy_dataset(
+        tmp_path_factory.mktemp("toy") / "data", n_per_class=100, size=128, seed=0
+    )
 
 
 @pytest.fixture(scope="session")

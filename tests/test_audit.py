@@ -93,9 +93,7 @@ def test_jpeg_quality_is_read_back_from_the_tables(quality):
     assert features["jpeg_tables"] == "ijg"
 
 
-@pytest.mark.parametrize(
-    ("subsampling", "expected"), [(0, "4:4:4"), (1, "4:2:2"), (2, "4:2:0")]
-)
+@pytest.mark.parametrize(("subsampling", "expected"), [(0, "4:4:4"), (1, "4:2:2"), (2, "4:2:0")])
 def test_chroma_subsampling_is_read_from_the_sampling_factors(subsampling, expected):
     buffer = io.BytesIO()
     _face(np.random.default_rng(0), fake=True).save(buffer, format="JPEG", subsampling=subsampling)

@@ -114,14 +114,20 @@ def test_equalized_history_changes_only_training_images():
     from fakescope.data.augment import build_transform
 
     image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
-    train = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=True, seed=0, equalize_history=True)
+    train = build_transform(
+        "none", 32, (0.5,) * 3, (0.5,) * 3, train=True, seed=0, equalize_history=True
+    )
     steps = [type(t) for t in train.pipeline.transforms]
     assert steps[:2] == [A.RandomScale, A.ImageCompression]
     assert train(image).shape == (3, 32, 32)
     plain = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=True, seed=0)
-    evaluation = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False, equalize_history=True)
+    evaluation = build_transform(
+        "none", 32, (0.5,) * 3, (0.5,) * 3, train=False, equalize_history=True
+    )
     assert not (train(image) == plain(image)).all()
-    assert (evaluation(image) == build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False)(image)).all()
+    assert (
+        evaluation(image) == build_transform("none", 32, (0.5,) * 3, (0.5,) * 3, train=False)(image)
+    ).all()
 
 
 def test_reframe_cuts_windows_of_the_asked_scales_from_inside_the_image():

@@ -17,13 +17,26 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
 
 
 def average(out: Path, *detectors: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), str(out), *map(str, detectors)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), *map(str, detectors)],
+        capture_output=True,
+        text=True,
+    )
 
 
-def test_soup_is_the_mean_of_the_weights_and_scores_like_a_detector(trained_run: Path, tmp_path: Path):
-    best, last = trained_run / "checkpoints" / "best.ckpt", trained_run / "checkpoints" / "last.ckpt"
+def test_soup_is_the_mean_of_the_weights_and_scores_like_a_detector(
+    trained_run: Path, tmp_path: Path
+):
+    best, last = (
+        trained_run / "checkpoints" / "best.ckpt",
+        trained_run / "checkpoints" / "last.ckpt",
+    )
     states = [load_checkpoint(path)[0].state_dict() for path in (best, last)]
-    key = next(k for k, v in states[0].items() if v.is_floating_point() and not torch.equal(v, states[1][k]))
+    key = next(
+        k
+        for k, v in states[0].items()
+        if v.is_floating_point() and not torch.equal(v, states[1][k])
+    )
     out = tmp_path / "soup" / "detector.safetensors"
     assert average(out, best, last).returncode == 0
     soup, card = load_checkpoint(out)
@@ -34,7 +47,11 @@ def test_soup_is_the_mean_of_the_weights_and_scores_like_a_detector(trained_run:
     # Nothing the user had is overwritten.
     before = out.read_bytes()
     refused = average(out, best, last)
-    assert refused.returncode != 0 and "already exists" in refused.stderr and out.read_bytes() == before
+    assert (
+        refused.returncode != 0
+        and "already exists" in refused.stderr
+        and out.read_bytes() == before
+    )
 
 
 @pytest.mark.parametrize("missing", [True, False])
@@ -42,6 +59,10 @@ def test_soup_refuses_what_is_not_a_detector(trained_run: Path, tmp_path: Path, 
     other = tmp_path / "missing.ckpt"
     if not missing:
         other.write_bytes(b"not a checkpoint")
-    result = average(tmp_path / "soup.safetensors", trained_run / "checkpoints" / "best.ckpt", other)
-    assert result.returncode == 2 and str(other) in result.stderr and "Traceback" not in result.stderr
+    result = average(
+        tmp_path / "soup.safetensors", trained_run / "checkpoints" / "best.ckpt", other
+    )
+    assert (
+        result.returncode == 2 and str(other) in result.stderr and "Traceback" not in result.stderr
+    )
     assert not (tmp_path / "soup.safetensors").exists()

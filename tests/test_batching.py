@@ -13,8 +13,19 @@ from fakescope.faces import FaceDetector
 
 @pytest.mark.parametrize(
     ("n", "largest", "expected"),
-    [(1, 32, 1), (2, 32, 2), (3, 32, 4), (5, 32, 8), (16, 32, 16), (17, 32, 32), (20, 24, 24), (40, 32, 40),
-     (17, 512, 32), (187, 512, 192), (500, 512, 512)],
+    [
+        (1, 32, 1),
+        (2, 32, 2),
+        (3, 32, 4),
+        (5, 32, 8),
+        (16, 32, 16),
+        (17, 32, 32),
+        (20, 24, 24),
+        (40, 32, 40),
+        (17, 512, 32),
+        (187, 512, 192),
+        (500, 512, 512),
+    ],
 )
 def test_bucket_size(n, largest, expected):
     assert bucket_size(n, largest) == expected
@@ -54,4 +65,6 @@ def test_mtcnn_refinement_networks_see_bucketed_batches_and_find_the_same_faces(
     assert [len(d.faces) for d in bucketed] == [len(d.faces) for d in exact]
     for ours, theirs in zip(bucketed, exact):
         for a, b in zip(ours.faces, theirs.faces):
-            assert np.allclose(a.box, b.box, atol=1e-2) and a.score == pytest.approx(b.score, abs=1e-4)
+            assert np.allclose(a.box, b.box, atol=1e-2) and a.score == pytest.approx(
+                b.score, abs=1e-4
+            )

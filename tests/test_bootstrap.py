@@ -28,10 +28,15 @@ def test_a_resample_counts_an_image_as_often_as_it_is_drawn():
     labels, scores = _scored()
     real, fake = scores[labels == 0], scores[labels == 1]
     rng = np.random.default_rng(1)
-    real_counts, fake_counts = rng.integers(0, 4, (3, real.size)), rng.integers(0, 4, (3, fake.size))
+    real_counts, fake_counts = (
+        rng.integers(0, 4, (3, real.size)),
+        rng.integers(0, 4, (3, fake.size)),
+    )
     aucs = resampled_aucs(real, fake, real_counts, fake_counts)
     for row in range(3):  # the same images written out as many times as drawn, ties included
-        repeated = np.concatenate([np.repeat(real, real_counts[row]), np.repeat(fake, fake_counts[row])])
+        repeated = np.concatenate(
+            [np.repeat(real, real_counts[row]), np.repeat(fake, fake_counts[row])]
+        )
         repeated_labels = np.repeat([0, 1], [real_counts[row].sum(), fake_counts[row].sum()])
         assert aucs[row] == pytest.approx(_auc(repeated_labels, repeated), abs=1e-12)
 

@@ -211,12 +211,16 @@ def test_perfectly_separated_images_warn_that_the_temperature_is_unreliable():
     assert overlapping.threshold > overlapping.probs_after[2]  # the real at 1.5 is not flagged
 
 
-def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(run_copy: Path, toy_data: Path, tmp_path: Path):
+def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(
+    run_copy: Path, toy_data: Path, tmp_path: Path
+):
     from fakescope.inference.loading import load_detector
 
     checkpoint = run_copy / "checkpoints" / "best.ckpt"
     plain = calibrate_checkpoint(checkpoint, [toy_data], out=tmp_path / "plain", num_workers=0)
-    mirrored = calibrate_checkpoint(checkpoint, [toy_data], out=tmp_path / "mirror", num_workers=0, mirror_average=True)
+    mirrored = calibrate_checkpoint(
+        checkpoint, [toy_data], out=tmp_path / "mirror", num_workers=0, mirror_average=True
+    )
 
     _, card = load_checkpoint(tmp_path / "mirror" / "detector.safetensors")
     assert card.mirror_average and card.temperature == mirrored["temperature"]

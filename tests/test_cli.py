@@ -27,14 +27,21 @@ def test_models_lists_every_detector_with_its_card():
     assert result.exit_code == 0
     cards = json.loads(result.stdout)
     assert set(cards) == {
-        "lite0", "lite1", "lite2", "effnet-b4", "effnet-b4-transfer", "mobilenetv2-attention",
+        "lite0",
+        "lite1",
+        "lite2",
+        "effnet-b4",
+        "effnet-b4-transfer",
+        "mobilenetv2-attention",
         "multibranch-b4",
     }
     assert cards["multibranch-b4"]["card"]["output"] == "two-logits"
 
 
 def test_usage_errors_exit_with_1():
-    done = subprocess.run([sys.executable, "-m", "fakescope", "scan"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fakescope", "scan"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     assert "Missing argument" in done.stderr
 
@@ -42,21 +49,38 @@ def test_usage_errors_exit_with_1():
 def test_a_failed_command_exits_with_its_code(tmp_path: Path):
     """The console entry point, not only the app: `fail` exits 1 from a real process."""
     done = subprocess.run(
-        [sys.executable, "-m", "fakescope", "audit", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "fakescope", "audit", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     assert "data dir not found" in done.stderr
 
 
-def test_scan_writes_every_report_and_exits_2_on_unreadable_files(trained_run: Path, toy_data: Path, tmp_path: Path):
+def test_scan_writes_every_report_and_exits_2_on_unreadable_files(
+    trained_run: Path, toy_data: Path, tmp_path: Path
+):
     model = trained_run / "checkpoints" / "best.ckpt"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     images = sorted((toy_data / "fake").iterdir())[:3] + sorted((toy_data / "real").iterdir())[:3]
     out = tmp_path / "reports"
     result = cli(
-        "scan", *images, broken, tmp_path / "missing.jpg", "--model", model,
-        "--json", out / "r.json", "--jsonl", out / "r.jsonl", "--csv", out / "r.csv", "--html", out / "r.html",
+        "scan",
+        *images,
+        broken,
+        tmp_path / "missing.jpg",
+        "--model",
+        model,
+        "--json",
+        out / "r.json",
+        "--jsonl",
+        out / "r.jsonl",
+        "--csv",
+        out / "r.csv",
+        "--html",
+        out / "r.html",
     )
     assert result.exit_code == 2, result.output
     assert "broken.png" in result.output and "missing.jpg" in result.output
@@ -71,9 +95,17 @@ def test_scan_writes_every_report_and_exits_2_on_unreadable_files(trained_run: P
     assert "broken.png" in html and html.count("data:image/") >= 6
 
 
-def test_scan_of_readable_files_exits_0_and_reads_paths_from_stdin(trained_run: Path, toy_data: Path):
+def test_scan_of_readable_files_exits_0_and_reads_paths_from_stdin(
+    trained_run: Path, toy_data: Path
+):
     images = sorted((toy_data / "real").iterdir())[:2]
-    result = cli("scan", "-", "--model", trained_run / "checkpoints" / "best.ckpt", stdin="\n".join(map(str, images)))
+    result = cli(
+        "scan",
+        "-",
+        "--model",
+        trained_run / "checkpoints" / "best.ckpt",
+        stdin="\n".join(map(str, images)),
+    )
     assert result.exit_code == 0, result.output
     assert "2 scored" in result.output
 
@@ -103,11 +135,28 @@ def test_explain_writes_an_overlay(trained_run: Path, toy_data: Path, tmp_path: 
 
 def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_path: Path):
     out = tmp_path / "eval"
-    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out, "--robustness")
+    result = cli(
+        "evaluate",
+        trained_run / "checkpoints" / "best.ckpt",
+        "--data",
+        toy_data,
+        "-o",
+        out,
+        "--robustness",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "evaluation.json").read_text())
     metrics = report["datasets"][toy_data.name]
-    for key in ("accuracy", "auc_roc", "average_precision", "eer", "specificity", "sensitivity", "confusion_matrix", "ece"):
+    for key in (
+        "accuracy",
+        "auc_roc",
+        "average_precision",
+        "eer",
+        "specificity",
+        "sensitivity",
+        "confusion_matrix",
+        "ece",
+    ):
         assert key in metrics
     assert metrics["split_source"].endswith("split_manifest.json")  # the run's own test split
     assert (out / toy_data.name / "roc_curve.png").is_file()
@@ -135,17 +184,23 @@ def test_evaluate_reports_every_metric(trained_run: Path, toy_data: Path, tmp_pa
     assert "robustness on" in result.output and "AUC change (95% interval)" in result.output
 
 
-def test_evaluate_writes_one_prediction_per_image(trained_run: Path, toy_data: Path, tmp_path: Path):
+def test_evaluate_writes_one_prediction_per_image(
+    trained_run: Path, toy_data: Path, tmp_path: Path
+):
     """The per-file CSV agrees with the summary: same images, same accuracy at the threshold."""
     out = tmp_path / "eval"
-    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out)
+    result = cli(
+        "evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", toy_data, "-o", out
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation.json").read_text())["datasets"][toy_data.name]
     with open(out / toy_data.name / metrics["predictions"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == metrics["n"] and {row["kind"] for row in rows} == {"image"}
     assert len({row["file"] for row in rows}) == len(rows)
-    assert all(Path(row["file"]).parent.name == row["label"] for row in rows)  # toy layout: real/, fake/
+    assert all(
+        Path(row["file"]).parent.name == row["label"] for row in rows
+    )  # toy layout: real/, fake/
     correct = sum(row["prediction"] == row["label"] for row in rows)
     assert correct / len(rows) == pytest.approx(metrics["accuracy"])
 
@@ -171,11 +226,12 @@ def test_audit_writes_its_json(toy_data: Path, tmp_path: Path):
     assert cli("audit", tmp_path / "missing").exit_code == 1
 
 
-def test_evaluate_scores_videos_per_frame_and_per_video(trained_run: Path, toy_data: Path, tmp_path: Path):
+def test_evaluate_scores_videos_per_frame_and_per_video(
+    trained_run: Path, toy_data: Path, tmp_path: Path
+):
     """Videos of toy real and fake images: both levels reported, and the toy detector is right."""
-    from media import write_video
-
     from fakescope.io.images import decode_image
+    from media import write_video
 
     for label in ("real", "fake"):
         (tmp_path / "videos" / label).mkdir(parents=True)
@@ -183,7 +239,16 @@ def test_evaluate_scores_videos_per_frame_and_per_video(trained_run: Path, toy_d
             frames = [decode_image(image)] * 4
             write_video(tmp_path / "videos" / label / f"{label}_{i}.mp4", frames)
     out = tmp_path / "eval"
-    result = cli("evaluate", trained_run / "checkpoints" / "best.ckpt", "--data", tmp_path / "videos", "--split", "all", "-o", out)
+    result = cli(
+        "evaluate",
+        trained_run / "checkpoints" / "best.ckpt",
+        "--data",
+        tmp_path / "videos",
+        "--split",
+        "all",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation.json").read_text())["datasets"]["videos"]
     assert "auc_roc" not in metrics  # no images: no image level

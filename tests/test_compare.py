@@ -13,7 +13,9 @@ from fakescope.evaluation.compare import CompareError, compare_evaluations
 from fakescope.evaluation.metrics import auc_and_average_precision
 
 
-def write_evaluation(out: Path, scores: dict[str, tuple[str, float]], data_set: str = "faces") -> Path:
+def write_evaluation(
+    out: Path, scores: dict[str, tuple[str, float]], data_set: str = "faces"
+) -> Path:
     """An output dir as `fakescope evaluate` writes it: its report and one predictions.csv."""
     (out / data_set).mkdir(parents=True)
     report = {"datasets": {data_set: {"predictions": "predictions.csv"}}}
@@ -31,12 +33,17 @@ def scored_images(n: int = 300, seed: int = 0) -> dict[str, tuple[str, float]]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
     scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0.0, 1.0)
-    return {f"img_{i}.jpg": (("real", "fake")[label], float(p)) for i, (label, p) in enumerate(zip(labels, scores))}
+    return {
+        f"img_{i}.jpg": (("real", "fake")[label], float(p))
+        for i, (label, p) in enumerate(zip(labels, scores))
+    }
 
 
 def _auc(scores: dict[str, tuple[str, float]]) -> float:
     labels = [label == "fake" for label, _ in scores.values()]
-    return auc_and_average_precision(np.array(labels, dtype=int), [p for _, p in scores.values()])[0]
+    return auc_and_average_precision(np.array(labels, dtype=int), [p for _, p in scores.values()])[
+        0
+    ]
 
 
 def test_an_evaluation_against_itself_changes_nothing(tmp_path):
@@ -51,7 +58,9 @@ def test_an_evaluation_against_itself_changes_nothing(tmp_path):
 
 def test_a_worse_detector_is_a_resolved_loss_on_the_images_both_scored(tmp_path):
     scores = scored_images()
-    hidden = {f for i, (f, (label, _)) in enumerate(scores.items()) if label == "fake" and i % 3 == 0}
+    hidden = {
+        f for i, (f, (label, _)) in enumerate(scores.items()) if label == "fake" and i % 3 == 0
+    }
     worse = {f: (label, p * 0.2 if f in hidden else p) for f, (label, p) in scores.items()}
     del worse["img_0.jpg"]  # scored by one evaluation only: left out of the pairing
     before = write_evaluation(tmp_path / "a", scores)
@@ -80,7 +89,9 @@ def test_the_command_prints_and_writes_the_comparison(tmp_path):
     before = write_evaluation(tmp_path / "a", scored_images(seed=0))
     after = write_evaluation(tmp_path / "b", scored_images(seed=0))
     out = tmp_path / "comparison.json"
-    result = CliRunner().invoke(app, ["compare", str(before), str(after), "--resamples", "100", "-o", str(out)])
+    result = CliRunner().invoke(
+        app, ["compare", str(before), str(after), "--resamples", "100", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "faces" in result.output and "+0.0000 (+0.0000 to +0.0000)" in result.output
     assert json.loads(out.read_text())["datasets"]["faces"]["auc_change"]["resamples"] == 100

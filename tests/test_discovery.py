@@ -196,7 +196,9 @@ def test_explicit_dirs_must_come_in_pairs(tmp_path: Path) -> None:
 def test_root_and_explicit_dirs_together_are_refused(tmp_path: Path) -> None:
     _flat_dataset(tmp_path, 2, 2)
     with pytest.raises(ValueError, match="exactly one of"):
-        DataConfig(root=tmp_path, real_train_dir=tmp_path / "real", fake_train_dir=tmp_path / "fake")
+        DataConfig(
+            root=tmp_path, real_train_dir=tmp_path / "real", fake_train_dir=tmp_path / "fake"
+        )
 
 
 # --- errors before training ----------------------------------------------------------------
@@ -221,7 +223,9 @@ def test_unrecognised_layout_lists_what_was_found_and_expected(tmp_path: Path) -
 def test_has_layout_tells_data_dirs_from_folders_of_images(tmp_path: Path) -> None:
     assert has_layout(_flat_dataset(tmp_path / "flat"))
     _write_images(tmp_path / "numbered" / "0_real", 2)
-    assert has_layout(tmp_path / "numbered")  # a class folder missing is discovery's error to report
+    assert has_layout(
+        tmp_path / "numbered"
+    )  # a class folder missing is discovery's error to report
     _write_images(tmp_path / "split" / "Train" / "real", 2)
     assert has_layout(tmp_path / "split")
     _write_images(tmp_path / "photos" / "holiday", 2)

@@ -14,9 +14,15 @@ from torch import nn
 
 import fakescope
 from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata
-from fakescope.export.onnx import METADATA_KEY, ExportError, export_command, export_onnx, read_onnx_metadata
-from fakescope.inference.backends import OnnxBackend, TorchBackend
+from fakescope.export.onnx import (
+    METADATA_KEY,
+    ExportError,
+    export_command,
+    export_onnx,
+    read_onnx_metadata,
+)
 from fakescope.inference import loading
+from fakescope.inference.backends import OnnxBackend, TorchBackend
 from fakescope.inference.detector import TorchModelRequiredError
 from fakescope.models.registry import create_detector, list_detectors
 
@@ -33,7 +39,12 @@ def exported(checkpoint: Path, toy_data: Path, tmp_path_factory) -> dict:
     """fp32 + INT8 export of the trained toy run, with AUC on its own test split."""
     out_dir = tmp_path_factory.mktemp("export")
     return export_command(
-        checkpoint, int8=True, out_dir=out_dir, labelled_dir=toy_data, eval_split="test", calibration_crops=32
+        checkpoint,
+        int8=True,
+        out_dir=out_dir,
+        labelled_dir=toy_data,
+        eval_split="test",
+        calibration_crops=32,
     )
 
 
@@ -63,7 +74,9 @@ def test_onnx_logits_match_torch_at_any_batch_size(exported: dict, checkpoint: P
 
 
 def export_small(name: str, folder: Path) -> tuple[nn.Module, Path]:
-    model = create_detector(name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}).eval()
+    model = create_detector(
+        name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}
+    ).eval()
     metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
     return model, export_onnx(model, metadata, folder / f"{name}.onnx")
 
@@ -79,7 +92,10 @@ def test_same_padding_is_exported_as_constants(tmp_path: Path):
 # EfficientNet-B4 graphs take several seconds each to trace and export.
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(s.name, marks=pytest.mark.slow) if "b4" in s.name else s.name for s in list_detectors()],
+    [
+        pytest.param(s.name, marks=pytest.mark.slow) if "b4" in s.name else s.name
+        for s in list_detectors()
+    ],
 )
 def test_every_registered_detector_exports(name: str, tmp_path: Path):
     model, path = export_small(name, tmp_path)
@@ -114,7 +130,9 @@ def test_int8_graph_is_quantised(exported: dict):
 def test_int8_input_keeps_the_grey_levels_apart(exported: dict, checkpoint: Path):
     """Calibrated min-max on [-1, 1] inputs would merge grey levels in pairs (128 codes)."""
     graph = onnx.load(exported["files"]["onnx_int8"]).graph
-    quantiser = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+    quantiser = next(
+        n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name
+    )
     initializers = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     scale, zero_point = (initializers[name] for name in quantiser.input[1:3])
     card = load_checkpoint(checkpoint)[1]
@@ -131,7 +149,9 @@ def test_metadata_round_trip(exported: dict, checkpoint: Path, tmp_path: Path):
         metadata = read_onnx_metadata(exported["files"][name])
         assert metadata["precision"] == precision
         assert {k: metadata[k] for k in original} == original
-        assert metadata == json.loads(Path(exported["files"][name]).with_suffix(".json").read_text())
+        assert metadata == json.loads(
+            Path(exported["files"][name]).with_suffix(".json").read_text()
+        )
     # Without metadata_props the file beside the model is read; without both, a clear error.
     proto = onnx.load(exported["files"]["onnx"])
     del proto.metadata_props[:]
@@ -144,10 +164,15 @@ def test_metadata_round_trip(exported: dict, checkpoint: Path, tmp_path: Path):
     assert METADATA_KEY == "fakescope"
 
 
-def test_loaded_onnx_detector_gives_the_checkpoint_verdict(exported: dict, checkpoint: Path, toy_data: Path):
+def test_loaded_onnx_detector_gives_the_checkpoint_verdict(
+    exported: dict, checkpoint: Path, toy_data: Path
+):
     onnx_detector = fakescope.load(exported["files"]["onnx"])
     torch_detector = fakescope.load(str(checkpoint))
-    assert onnx_detector.backend.name == "onnxruntime-fp32" and torch_detector.backend.name.startswith("torch")
+    assert (
+        onnx_detector.backend.name == "onnxruntime-fp32"
+        and torch_detector.backend.name.startswith("torch")
+    )
     images = sorted((toy_data / "real").iterdir())[:3] + sorted((toy_data / "fake").iterdir())[:3]
     for a, b in zip(onnx_detector.predict_batch(images), torch_detector.predict_batch(images)):
         assert a["prediction"] == b["prediction"]
@@ -163,7 +188,10 @@ def test_the_default_runs_its_int8_export_and_explains_with_its_weights(
     monkeypatch.setattr(loading, "DEFAULT_WEIGHTS", checkpoint)
     monkeypatch.setattr(loading, "DEFAULT_INT8", int8)
     detector = fakescope.load("default")
-    assert detector.backend.name == "onnxruntime-int8" and detector.describe()["backend"] == "onnxruntime-int8"
+    assert (
+        detector.backend.name == "onnxruntime-int8"
+        and detector.describe()["backend"] == "onnxruntime-int8"
+    )
     assert detector.card == loading.onnx_model(int8)[1]  # INT8's own temperature and threshold
     image = next((toy_data / "fake").iterdir())
     assert "data:image/png" in json.dumps(detector.predict(image, explain=True))
@@ -195,13 +223,17 @@ def test_unknown_format_is_an_export_error(checkpoint: Path, tmp_path: Path):
 
 def test_unsupported_operator_is_an_export_error(tmp_path: Path):
     # ONNX's pooling has no output size that does not divide the input (5 into 8).
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(5), nn.Flatten(), nn.Linear(100, 1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(5), nn.Flatten(), nn.Linear(100, 1)
+    )
     metadata = {"detector": "odd-pool", "options": {}, "card": {"input_size": 10}}
     with pytest.raises(ExportError, match="odd.onnx: cannot export detector 'odd-pool'"):
         export_onnx(model, metadata, tmp_path / "odd.onnx")
 
 
-def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_data: Path, tmp_path: Path):
+def test_calibration_folder_is_split_and_cropped_whole(
+    checkpoint: Path, toy_data: Path, tmp_path: Path
+):
     from fakescope.export.quantize import crop_sets
 
     _, card = load_checkpoint(checkpoint)
@@ -216,13 +248,17 @@ def test_calibration_folder_is_split_and_cropped_whole(checkpoint: Path, toy_dat
 
 def test_labelled_calibration_folder_keeps_its_test_split_out(checkpoint: Path, toy_data: Path):
     from fakescope.config import DataConfig
-    from fakescope.data.discovery import discover
-    from fakescope.data.discovery import run_manifest_for
+    from fakescope.data.discovery import discover, run_manifest_for
     from fakescope.export.quantize import calibration_files
 
     calibration, held_out = calibration_files(toy_data, checkpoint)
     # The run's own split, as `fakescope evaluate` reads it.
-    test = {s.path for s in discover(DataConfig(root=toy_data), manifest_path=run_manifest_for(checkpoint, toy_data)).test}
+    test = {
+        s.path
+        for s in discover(
+            DataConfig(root=toy_data), manifest_path=run_manifest_for(checkpoint, toy_data)
+        ).test
+    }
     assert test and not test & (set(calibration) | set(held_out))
     assert len(calibration) > len(held_out) > 0 and not set(calibration) & set(held_out)
 
@@ -241,7 +277,14 @@ def test_a_malformed_labelled_calibration_folder_is_reported_not_halved(tmp_path
 def test_calibration_draws_evenly_from_several_folders():
     from fakescope.export.quantize import interleave
 
-    assert interleave([["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]) == ["a1", "b1", "c1", "a2", "c2", "a3"]
+    assert interleave([["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]) == [
+        "a1",
+        "b1",
+        "c1",
+        "a2",
+        "c2",
+        "a3",
+    ]
     assert interleave([[], ["b1"]]) == ["b1"]
 
 
@@ -255,7 +298,11 @@ def test_multibranch_exports_at_its_default_size(tmp_path):
 
     model = create_detector("multibranch-b4", pretrained=False).eval()
     size = model.card.input_size
-    path = export_onnx(model, {"detector": "multibranch-b4", "options": {}, "card": model.card.model_dump(mode="json")}, tmp_path / "mb.onnx")
+    path = export_onnx(
+        model,
+        {"detector": "multibranch-b4", "options": {}, "card": model.card.model_dump(mode="json")},
+        tmp_path / "mb.onnx",
+    )
     batch = torch.randn(1, 3, size, size)
     with torch.inference_mode():
         expected = model(batch).numpy()

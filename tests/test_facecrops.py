@@ -43,7 +43,10 @@ def test_crops_landmarks_and_pairs(tmp_path: Path):
     assert (points > 20).all() and (points < 108).all()
     assert "fake/noise.png" not in json.loads((out / LANDMARKS_FILE).read_text())
     groups = groups_from_pairs_csv(out / "pairs.csv")
-    assert groups[(out / "real" / "person.png").resolve()] == groups[(out / "fake" / "mirror.png").resolve()]
+    assert (
+        groups[(out / "real" / "person.png").resolve()]
+        == groups[(out / "fake" / "mirror.png").resolve()]
+    )
 
 
 def test_crops_refuse_to_write_into_their_source(tmp_path: Path):
@@ -63,12 +66,18 @@ def test_crops_split_as_their_source(tmp_path: Path):
         for i in range(24):
             pixels = rng.integers(0, 256, (48 + i, 64, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(src / label / f"{label}_{i}.{'png' if i % 3 else 'jpg'}")
-    pairs += [f"real_{i}.{'png' if i % 3 else 'jpg'},fake_{i}.{'png' if i % 3 else 'jpg'}" for i in range(12)]
+    pairs += [
+        f"real_{i}.{'png' if i % 3 else 'jpg'},fake_{i}.{'png' if i % 3 else 'jpg'}"
+        for i in range(12)
+    ]
     (src / "pairs.csv").write_text("\n".join(pairs) + "\n")
     extract_face_crops(src, tmp_path / "crops", size=64)
 
     raw, crops = discover_folder(src), discover_folder(tmp_path / "crops")
     for split in ("train", "val", "test"):
         assert getattr(raw, split), split
-        names = [{(s.path.parent.name, s.path.stem) for s in getattr(found, split)} for found in (raw, crops)]
+        names = [
+            {(s.path.parent.name, s.path.stem) for s in getattr(found, split)}
+            for found in (raw, crops)
+        ]
         assert names[0] == names[1], split

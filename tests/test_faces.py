@@ -128,12 +128,16 @@ def test_large_image_is_downscaled_and_boxes_map_back(detector, face_patch):
     assert np.allclose(copy_face.landmarks * 4000 / 1024, big_face.landmarks, atol=1e-2)
 
 
-def test_detection_searches_a_copy_scaled_to_the_smallest_face_worth_finding(face_patch, monkeypatch):
+def test_detection_searches_a_copy_scaled_to_the_smallest_face_worth_finding(
+    face_patch, monkeypatch
+):
     """With a 40-px minimum, faces down to 30 px are searched: MTCNN's 20-px smallest face."""
     detector = FaceDetector(min_face_size=40)
     shapes = []
     original = detector._run_mtcnn
-    monkeypatch.setattr(detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch))
+    monkeypatch.setattr(
+        detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch)
+    )
     scene = np.full((300, 450, 3), 200, np.uint8)
     paste(scene, face_patch, 0.6, 100, 60)
     result = detector.detect(scene)
@@ -144,12 +148,14 @@ def test_detection_searches_a_copy_scaled_to_the_smallest_face_worth_finding(fac
 def _searched_shapes(detector: FaceDetector, monkeypatch) -> list[tuple[int, int]]:
     shapes: list[tuple[int, int]] = []
     original = detector._run_mtcnn
-    monkeypatch.setattr(detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch))
+    monkeypatch.setattr(
+        detector, "_run_mtcnn", lambda batch: shapes.append(batch.shape[1:3]) or original(batch)
+    )
     return shapes
 
 
 def test_a_large_face_in_a_large_photo_is_settled_by_the_coarse_search(face_patch, monkeypatch):
-    """A 1024-px portrait: the 320-px copy finds the faces worth keeping, the fine search is skipped."""
+    """A 1024-px portrait: the 320-px copy finds the faces to keep, the fine search is skipped."""
     photo = np.full((1024, 1024, 3), 200, np.uint8)
     paste(photo, face_patch, 3.0, 40, 100)  # about 345 px
     paste(photo, face_patch, 2.0, 620, 500)  # about 230 px: over half the largest, kept
@@ -307,14 +313,23 @@ def test_final_nms_keeps_each_image_s_boxes_whatever_the_batch():
     other_boxes, other_scores = face_filling_candidates(rng, 200)
 
     def kept_of_image(boxes, scores, image_inds, image):
-        keep = _nms_each_image(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(image_inds), 0.7, "Min")
+        keep = _nms_each_image(
+            torch.from_numpy(boxes),
+            torch.from_numpy(scores),
+            torch.from_numpy(image_inds),
+            0.7,
+            "Min",
+        )
         return boxes[[k for k in keep.numpy() if image_inds[k] == image]]
 
     alone = kept_of_image(boxes, scores, np.zeros(200), 0)
     # The same candidates as the second image of a batch (facenet-pytorch's own NMS, which
     # ranks the batch's candidates together with an unstable sort, kept other boxes here).
     together = kept_of_image(
-        np.concatenate([other_boxes, boxes]), np.concatenate([other_scores, scores]), np.repeat([0.0, 1.0], 200), 1
+        np.concatenate([other_boxes, boxes]),
+        np.concatenate([other_scores, scores]),
+        np.repeat([0.0, 1.0], 200),
+        1,
     )
     np.testing.assert_array_equal(together, alone)
     first_best = np.flatnonzero(scores == scores.max())[0]
@@ -326,7 +341,9 @@ def test_a_dfdc_frame_s_faces_do_not_depend_on_the_frames_beside_it(detector: Fa
     frames = sorted((shared_dataset("dfdc-faces") / "fake").glob("*.jpg"))[:32]
     images = [np.asarray(Image.open(path).convert("RGB")) for path in frames]
     alone = [detector.detect(image) for image in images]
-    together = [d for start in range(0, 32, 16) for d in detector.detect_batch(images[start : start + 16])]
+    together = [
+        d for start in range(0, 32, 16) for d in detector.detect_batch(images[start : start + 16])
+    ]
     for a, t in zip(alone, together):
         assert len(a.faces) == len(t.faces)
         for face_alone, face_together in zip(a.faces, t.faces):

@@ -70,7 +70,9 @@ def test_result_has_the_seed_keys_first(detector: Detector, toy_data: Path):
     assert result["fallback"] == "whole-image" and result["face"] is None  # a whole-image detector
 
 
-def test_toy_detector_is_right_on_held_out_files(detector: Detector, trained_run: Path, toy_data: Path):
+def test_toy_detector_is_right_on_held_out_files(
+    detector: Detector, trained_run: Path, toy_data: Path
+):
     import json
 
     manifest = json.loads((trained_run / "split_manifest.json").read_text())
@@ -127,8 +129,12 @@ def test_no_face_falls_back_to_the_whole_image_and_says_so(face_detector: Detect
 
 def test_threshold_override_changes_the_verdict_not_the_score(trained_run: Path, toy_data: Path):
     path = next((toy_data / "fake").iterdir())
-    low = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=0.0).predict(path)
-    high = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=1.0).predict(path)
+    low = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=0.0).predict(
+        path
+    )
+    high = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), threshold=1.0).predict(
+        path
+    )
     assert low["probabilities"] == high["probabilities"]
     assert low["prediction"] == "Fake" and low["threshold_source"] == "override"
     assert high["prediction"] == "Real" or high["probabilities"]["fake"] == 1.0
@@ -137,7 +143,9 @@ def test_threshold_override_changes_the_verdict_not_the_score(trained_run: Path,
 def test_video_is_the_mean_over_sampled_frames(detector: Detector, toy_data: Path, tmp_path: Path):
     images = [decode_image(p) for p in sorted((toy_data / "fake").iterdir())[:6]]
     images += [decode_image(p) for p in sorted((toy_data / "real").iterdir())[:6]]
-    video = write_video(tmp_path / "clip.mp4", [cv2.resize(i, (128, 128)) for i in images for _ in range(5)])
+    video = write_video(
+        tmp_path / "clip.mp4", [cv2.resize(i, (128, 128)) for i in images for _ in range(5)]
+    )
     result = detector.predict_video(video, frames=12)
     assert list(result)[:3] == SEED_KEYS
     assert result["frames_sampled"] == 12 and len(result["timeline"]) == 12
@@ -185,14 +193,21 @@ def test_inputs_expand_files_folders_globs_and_stdin(tmp_path: Path):
     for name in ("a.png", "sub/b.JPG", "clip.mp4", "notes.txt", ".hidden.png"):
         (folder / name).write_bytes(b"x")
     listed = list(expand_inputs([str(folder)]))
-    assert [(i.path.name, i.kind) for i in listed] == [("a.png", "image"), ("clip.mp4", "video"), ("b.JPG", "image")]
+    assert [(i.path.name, i.kind) for i in listed] == [
+        ("a.png", "image"),
+        ("clip.mp4", "video"),
+        ("b.JPG", "image"),
+    ]
     globbed = list(expand_inputs([str(folder / "*.png")]))
     assert [i.path.name for i in globbed] == ["a.png"]
     problems = list(expand_inputs([str(tmp_path / "missing.jpg"), str(tmp_path / "*.gif")]))
     assert all(isinstance(p, InputProblem) for p in problems) and len(problems) == 2
     stdin = io.StringIO(f"{folder / 'a.png'}\n\n{folder / 'clip.mp4'}\n")
     from_stdin = list(expand_inputs(["-"], stdin))
-    assert from_stdin == [ScanInput(folder / "a.png", "image"), ScanInput(folder / "clip.mp4", "video")]
+    assert from_stdin == [
+        ScanInput(folder / "a.png", "image"),
+        ScanInput(folder / "clip.mp4", "video"),
+    ]
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in list_detectors()])
@@ -214,11 +229,21 @@ def test_a_decompression_bomb_is_listed_not_decoded(detector: Detector, tmp_path
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     header = struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0)
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
     result = detector.predict(bomb)
     assert "error" in result and "pixels" in result["error"]
     assert "bomb.png" in result["error"]
@@ -244,7 +269,11 @@ def test_scan_with_a_producer_pool_gives_the_same_results_in_the_same_order(
         return results
 
     plain, pooled = scan(0), scan(2)
-    names = [str(p) for p in images[:3]] + [str(broken), "missing.png", str(video)] + [str(p) for p in images[3:]]
+    names = (
+        [str(p) for p in images[:3]]
+        + [str(broken), "missing.png", str(video)]
+        + [str(p) for p in images[3:]]
+    )
     assert [r["file"] for r in pooled] == [r["file"] for r in plain] == names
     assert "error" in pooled[3] and "error" in pooled[4] and pooled[5]["kind"] == "video"
     for a, b in zip(plain, pooled):
@@ -260,7 +289,9 @@ def test_mirror_average_scores_each_crop_with_its_mirror_image(trained_run: Path
     expected = (plain.crop_logits(crops) + plain.crop_logits(flipped)) / 2
     np.testing.assert_allclose(mirrored.crop_logits(crops), expected, atol=1e-5)
     # A crop and its mirror image get one score; without averaging they need not.
-    np.testing.assert_allclose(mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5)
+    np.testing.assert_allclose(
+        mirrored.crop_logits(flipped), mirrored.crop_logits(crops), atol=1e-5
+    )
     assert not np.allclose(plain.crop_logits(flipped), plain.crop_logits(crops), atol=1e-5)
 
 
@@ -302,7 +333,10 @@ def test_extra_margins_score_each_face_as_the_mean_of_its_cuts(trained_run: Path
 def test_mirror_averaged_heat_maps_explain_crop_and_mirror_alike(trained_run: Path, toy_data: Path):
     detector = fakescope.load(str(trained_run / "checkpoints" / "best.ckpt"), backend="torch")
     size = detector.card.input_size
-    crops = [cv2.resize(decode_image(path), (size, size)) for path in sorted((toy_data / "fake").iterdir())[:3]]
+    crops = [
+        cv2.resize(decode_image(path), (size, size))
+        for path in sorted((toy_data / "fake").iterdir())[:3]
+    ]
     flipped = [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
 
     def maps(card, images):
@@ -312,4 +346,6 @@ def test_mirror_averaged_heat_maps_explain_crop_and_mirror_alike(trained_run: Pa
     for a, b in zip(maps(mirrored, crops), maps(mirrored, flipped)):
         np.testing.assert_allclose(a, b[:, ::-1], atol=1e-4)  # one score, one explanation
     plain = maps(detector.card, crops)
-    assert not all(np.allclose(a, b[:, ::-1], atol=1e-4) for a, b in zip(plain, maps(detector.card, flipped)))
+    assert not all(
+        np.allclose(a, b[:, ::-1], atol=1e-4) for a, b in zip(plain, maps(detector.card, flipped))
+    )

@@ -22,7 +22,12 @@ from fakescope.models.families.multibranch import BlockDCT, dct_basis
 from fakescope.models.registry import create_detector, list_detectors
 
 DETECTORS = [
-    "effnet-b4", "effnet-b4-transfer", "lite0", "lite1", "lite2", "mobilenetv2-attention",
+    "effnet-b4",
+    "effnet-b4-transfer",
+    "lite0",
+    "lite1",
+    "lite2",
+    "mobilenetv2-attention",
     "multibranch-b4",
 ]
 LITE_VARIANTS = ["lite0", "lite1", "lite2"]

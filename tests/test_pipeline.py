@@ -33,10 +33,12 @@ def test_lookahead_is_bounded_by_twice_the_workers():
 
     def tasks():
         for i in range(100):
+
             def run(i=i) -> int:
                 with lock:
                     started.append(i)
                 return i
+
             yield run
 
     stream = ordered_prefetch(tasks(), workers=2)

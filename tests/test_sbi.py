@@ -294,7 +294,9 @@ def rotated_and_enlarged(image: np.ndarray, points: np.ndarray, angle: float, sc
     side = round(image.shape[0] * scale)
     matrix = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), angle, scale)
     matrix[:, 2] += (side - image.shape[0]) / 2
-    moved = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    moved = cv2.warpAffine(
+        image, matrix, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
+    )
     return moved, (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
@@ -305,7 +307,11 @@ def test_splice_pastes_the_donor_aligned_by_its_landmarks():
     turned, turned_points = rotated_and_enlarged(donor_image, LANDMARKS, angle=25, scale=1.6)
     for seed in range(6):
         result = self_blend_details(
-            target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, Donor(turned, turned_points)
+            target,
+            LANDMARKS,
+            np.random.default_rng(seed),
+            PLAIN_SPLICE,
+            Donor(turned, turned_points),
         )
         assert result.kind == "splice"
         full = result.mask > 0.99
@@ -321,7 +327,9 @@ def test_splice_masks_are_sets_of_the_four_parts():
     donor = Donor(textured_image(seed=3), LANDMARKS)
     covered = []
     for seed in range(40):
-        result = self_blend_details(target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, donor)
+        result = self_blend_details(
+            target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, donor
+        )
         assert result.kind == "splice"
         assert support_reach(result.mask, PART_CENTRES) < 0.8 * EYE_DISTANCE
         covered.append(tuple(value_at(result.mask, centre) > 0.5 for centre in PART_CENTRES))
@@ -333,7 +341,9 @@ def test_splice_masks_are_sets_of_the_four_parts():
 
 def test_splice_colours_move_toward_the_target():
     target = textured_image(seed=0)
-    donor = Donor(np.clip(textured_image(seed=0).astype(int) + 60, 0, 255).astype(np.uint8), LANDMARKS)
+    donor = Donor(
+        np.clip(textured_image(seed=0).astype(int) + 60, 0, 255).astype(np.uint8), LANDMARKS
+    )
     config = {"update": {"splice_colour_match": (1.0, 1.0)}}
     matched = self_blend_details(
         target, LANDMARKS, np.random.default_rng(1), PLAIN_SPLICE.model_copy(**config), donor
@@ -350,7 +360,9 @@ def test_splice_takes_nothing_from_padding_and_falls_back_when_the_donor_has_no_
     padded = textured_image(seed=4)
     padded[:, 64:] = 0  # a crop that ran over its photo's right edge
     for seed in range(10):
-        result = self_blend_details(target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, Donor(padded, LANDMARKS))
+        result = self_blend_details(
+            target, LANDMARKS, np.random.default_rng(seed), PLAIN_SPLICE, Donor(padded, LANDMARKS)
+        )
         if result.kind == "splice":
             assert result.mask[:, 66:].max() == 0.0
     black = Donor(np.zeros_like(target), LANDMARKS)
@@ -360,7 +372,13 @@ def test_splice_takes_nothing_from_padding_and_falls_back_when_the_donor_has_no_
 
 def test_splice_needs_the_targets_landmarks():
     with pytest.raises(ValueError, match="target's landmarks"):
-        self_blend(textured_image(), None, np.random.default_rng(0), PLAIN_SPLICE, Donor(textured_image(), LANDMARKS))
+        self_blend(
+            textured_image(),
+            None,
+            np.random.default_rng(0),
+            PLAIN_SPLICE,
+            Donor(textured_image(), LANDMARKS),
+        )
 
 
 def test_pick_donor_never_picks_the_target_and_draws_nothing_when_off():
@@ -444,7 +462,9 @@ def test_dataset_skips_broken_files_and_refuses_fake_samples(real_samples, tmp_p
 
 def test_dataset_splices_parts_of_another_real_face(real_samples):
     landmarks = _landmarks_64(real_samples)
-    dataset = SelfBlendedDataset(real_samples, _to_tensor, landmarks, fake_ratio=1.0, seed=2, config=PLAIN_SPLICE)
+    dataset = SelfBlendedDataset(
+        real_samples, _to_tensor, landmarks, fake_ratio=1.0, seed=2, config=PLAIN_SPLICE
+    )
     reals = [_to_tensor(decode_image(sample.path)) for sample in real_samples]
     for index in range(1, len(real_samples)):  # sample 0 has no landmarks: no splice
         fake, label = dataset[(0, index)]
@@ -452,7 +472,9 @@ def test_dataset_splices_parts_of_another_real_face(real_samples):
         # All faces share their landmarks, so the donor's parts arrive pixel for pixel.
         changed = (fake != reals[index]).any(dim=0)
         from_donor = [
-            ((fake == reals[j]).all(dim=0) & changed).float().mean().item() for j in range(len(reals)) if j != index
+            ((fake == reals[j]).all(dim=0) & changed).float().mean().item()
+            for j in range(len(reals))
+            if j != index
         ]
         assert max(from_donor) > 0.02
 
@@ -559,8 +581,12 @@ def test_synthesize_sbi_splices_name_their_donor_and_reproduce(real_dir, detecto
         donor_position = pick_donor(rng, config, position, len(faces))
         donor_source = faces[donor_position]
         assert donor_source == entry["donor"]
-        donor = Donor(decode_image(real_dir / donor_source), np.array(entries[donor_source]["landmarks"]))
-        fake, _ = self_blend(decode_image(real_dir / source), np.array(entry["landmarks"]), rng, config, donor)
+        donor = Donor(
+            decode_image(real_dir / donor_source), np.array(entries[donor_source]["landmarks"])
+        )
+        fake, _ = self_blend(
+            decode_image(real_dir / source), np.array(entry["landmarks"]), rng, config, donor
+        )
         assert np.array_equal(fake, decode_image(out / entry["file"]))
 
 

@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from media import FixedFaces
 from PIL import Image
 from torch import nn
 
@@ -24,6 +23,7 @@ from fakescope.inference.detector import Detector
 from fakescope.models.card import DetectorCard
 from fakescope.serve.app import ACCESS_LOGGER, create_app
 from fakescope.serve.settings import ApiKeyError, ServeSettings, resolve_api_key
+from media import FixedFaces
 
 
 class TinyNet(nn.Module):
@@ -83,10 +83,17 @@ def png_bomb(side: int = 100_000) -> bytes:
     """A valid ~100-byte PNG whose header claims side x side pixels."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def mp4_bytes(frames: int = 6, size: int = 64) -> bytes:
@@ -115,7 +122,9 @@ def detector():
 
 @pytest.fixture
 def client(detector):
-    with TestClient(create_app(detector, ServeSettings(max_image_bytes=200_000, max_pixels=1_000_000))) as client:
+    with TestClient(
+        create_app(detector, ServeSettings(max_image_bytes=200_000, max_pixels=1_000_000))
+    ) as client:
         yield client
 
 
@@ -149,7 +158,9 @@ def test_not_ready_until_the_model_is_loaded(detector):
 
 def test_detect_images_gives_the_python_api_result_plus_timing(client, detector):
     data = png_bytes()
-    response = client.post("/v1/detect", files=files(("dir/a.png", data), ("b.png", png_bytes(seed=2))))
+    response = client.post(
+        "/v1/detect", files=files(("dir/a.png", data), ("b.png", png_bytes(seed=2)))
+    )
     assert response.status_code == 200
     payload = response.json()
     expected = detector.predict(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
@@ -184,7 +195,9 @@ def test_serve_scores_each_faces_cuts_as_the_python_api_does():
 
 
 def test_explain_adds_heat_maps(client):
-    result = client.post("/v1/detect?explain=true", files=files(("a.png", png_bytes()))).json()["results"][0]
+    result = client.post("/v1/detect?explain=true", files=files(("a.png", png_bytes()))).json()[
+        "results"
+    ][0]
     assert result["heatmap"].startswith("data:image/png;base64,")
 
 
@@ -192,7 +205,9 @@ def test_detect_video(client):
     response = client.post("/v1/detect", files=files(("clip.mov", mp4_bytes())))
     assert response.status_code == 200
     result = response.json()["results"][0]
-    assert result["kind"] == "video" and result["file"] == "clip.mov" and result["frames_sampled"] == 6
+    assert (
+        result["kind"] == "video" and result["file"] == "clip.mov" and result["frames_sampled"] == 6
+    )
 
 
 TRUNCATED_JPEG = jpeg_bytes()[:1500]
@@ -227,7 +242,11 @@ def test_bad_uploads_get_their_status_and_the_server_keeps_serving(client, name,
     [
         ({"files": files(("big.png", png_bytes((300, 300))))}, 413, "limit"),  # ~270 kB > 200 kB
         ({"files": files(("many.png", flat_png((1200, 1000))))}, 413, "pixels"),  # > 1 MP
-        ({"files": files(*[(f"{i}.png", png_bytes((2, 2))) for i in range(17)])}, 413, "too many files"),
+        (
+            {"files": files(*[(f"{i}.png", png_bytes((2, 2))) for i in range(17)])},
+            413,
+            "too many files",
+        ),
         ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart"),
         ({"data": {"note": "no file"}, "files": {"unused": (None, "x")}}, 400, "no file"),
         ({"files": files(("a.mp4", mp4_bytes(2)), ("b.png", png_bytes()))}, 400, "one video"),
@@ -250,7 +269,16 @@ def test_concurrent_requests_share_forwards(detector):
     settings = ServeSettings(max_batch_crops=n, max_wait_ms=3000, request_threads=n)
     with TestClient(create_app(detector, settings)) as client:
         with ThreadPoolExecutor(n) as pool:
-            statuses = list(pool.map(lambda i: client.post("/v1/detect", files=files((f"{i}.png", png_bytes(seed=i)))).status_code, range(n)))
+            statuses = list(
+                pool.map(
+                    lambda i: (
+                        client.post(
+                            "/v1/detect", files=files((f"{i}.png", png_bytes(seed=i)))
+                        ).status_code
+                    ),
+                    range(n),
+                )
+            )
         metrics = client.get("/metrics").text
     assert statuses == [200] * n
     assert detector.forwards < n
@@ -278,7 +306,9 @@ def test_queue_full_gives_503_with_retry_after(detector):
 
 
 def test_a_slow_request_times_out_with_504(detector):
-    with TestClient(create_app(detector, ServeSettings(request_timeout_s=0.3, max_wait_ms=0))) as client:
+    with TestClient(
+        create_app(detector, ServeSettings(request_timeout_s=0.3, max_wait_ms=0))
+    ) as client:
         detector.gate.clear()
         response = client.post("/v1/detect", files=files(("a.png", png_bytes())))
         detector.gate.set()
@@ -293,13 +323,25 @@ def app_in_flight(client) -> int:
 
 def test_api_key_guards_v1_routes_only(detector):
     with TestClient(create_app(detector, ServeSettings(api_key="s3cret-key"))) as client:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-key"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic s3cret-key"},
+        ):
             response = client.get("/v1/models", headers=headers)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
-            assert client.post("/v1/detect", files=files(("a.png", png_bytes())), headers=headers).status_code == 401
+            assert (
+                client.post(
+                    "/v1/detect", files=files(("a.png", png_bytes())), headers=headers
+                ).status_code
+                == 401
+            )
         good = {"Authorization": "Bearer s3cret-key"}
         assert client.get("/v1/models", headers=good).status_code == 200
-        assert client.post("/v1/detect", files=files(("a.png", png_bytes())), headers=good).status_code == 200
+        assert (
+            client.post("/v1/detect", files=files(("a.png", png_bytes())), headers=good).status_code
+            == 200
+        )
         for open_route in ("/", "/healthz", "/readyz", "/metrics"):
             assert client.get(open_route).status_code == 200
 
@@ -320,8 +362,13 @@ def test_api_key_from_file_or_environment(tmp_path, monkeypatch):
 def test_cors_is_off_unless_origins_are_given(detector):
     preflight = {"Origin": "https://news.example", "Access-Control-Request-Method": "POST"}
     with TestClient(create_app(detector)) as client:
-        assert "access-control-allow-origin" not in client.options("/v1/detect", headers=preflight).headers
-    with TestClient(create_app(detector, ServeSettings(cors_origins=("https://news.example",)))) as client:
+        assert (
+            "access-control-allow-origin"
+            not in client.options("/v1/detect", headers=preflight).headers
+        )
+    with TestClient(
+        create_app(detector, ServeSettings(cors_origins=("https://news.example",)))
+    ) as client:
         allowed = client.options("/v1/detect", headers=preflight).headers
         assert allowed["access-control-allow-origin"] == "https://news.example"
 

@@ -23,7 +23,9 @@ from fakescope.checkpoint import save_detector
 from fakescope.models.registry import create_detector
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium)"
+)
 
 # The page's --fake and --real colours, used for face boxes and the probability bar.
 FAKE_RGB = (198, 40, 40)
@@ -49,14 +51,26 @@ def _status(url: str) -> int | None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A server over an untrained lite0 (64 px, MTCNN faces): the verdicts mean nothing, the plumbing is real."""
+    """A server over an untrained lite0 (64 px, MTCNN faces).
+
+    The verdicts mean nothing; the plumbing is real.
+    """
     folder = tmp_path_factory.mktemp("serve")
     model = create_detector("lite0", pretrained=False, card_overrides={"input_size": 64})
     checkpoint = save_detector(model, model.card, "lite0", {}, folder / "lite0.safetensors")
     port = _free_port()
     log = (folder / "server.log").open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "fakescope", "serve", "--model", str(checkpoint), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "fakescope",
+            "serve",
+            "--model",
+            str(checkpoint),
+            "--port",
+            str(port),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -111,8 +125,16 @@ def test_page_gives_a_verdict_boxes_a_heat_map_and_a_clear_error(server, photos,
         page.wait_for("!!document.querySelector('.result.is-error')", timeout_s=30)
         message = page.evaluate("document.querySelector('.result.is-error .verdict').textContent")
         assert message.startswith("fakescope cannot read this file: it is not an image")
-        assert page.evaluate("document.querySelector('.result.is-error .file-name').textContent") == "holiday.jpg"
-        assert page.evaluate("document.querySelector('.result.is-error .verdict').getAttribute('role')") == "alert"
+        assert (
+            page.evaluate("document.querySelector('.result.is-error .file-name').textContent")
+            == "holiday.jpg"
+        )
+        assert (
+            page.evaluate(
+                "document.querySelector('.result.is-error .verdict').getAttribute('role')"
+            )
+            == "alert"
+        )
 
         page.evaluate("window.scrollTo(0, 0)")
         shot = page.screenshot()
@@ -130,7 +152,10 @@ def test_page_fits_a_phone(server, photos, tmp_path):
         page.set_files("#file-input", [photos["face"]])
         page.wait_for(VERDICT, timeout_s=60)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        assert page.evaluate("document.querySelector('.result .frame').getBoundingClientRect().right") <= 390
+        assert (
+            page.evaluate("document.querySelector('.result .frame').getBoundingClientRect().right")
+            <= 390
+        )
         shot = page.screenshot()
         (tmp_path / "serve-phone.png").write_bytes(shot)
     assert _pixels(shot).shape == (844, 390, 3)
@@ -146,4 +171,7 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert any("Application shutdown complete" in line for line in lines)
     assert not any("Traceback" in line for line in lines)
     access = [json.loads(line) for line in lines if line.startswith("{")]
-    assert any(entry["path"] == "/v1/detect" and entry["status"] == 200 and entry["files"] == 1 for entry in access)
+    assert any(
+        entry["path"] == "/v1/detect" and entry["status"] == 200 and entry["files"] == 1
+        for entry in access
+    )

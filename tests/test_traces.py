@@ -14,7 +14,9 @@ def smooth_face_like(size: int = 96, seed: int = 0) -> np.ndarray:
     """Smooth colour variation only: any period-2 energy in a trace comes from the trace."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.float32)
-    return np.clip(cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+    return np.clip(cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255).astype(
+        np.uint8
+    )
 
 
 def textured(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -69,7 +71,9 @@ def test_trace_is_reproducible_from_its_generator():
 
 def test_generated_fakes_are_whole_re_rendered_images():
     image = smooth_face_like()
-    result = self_blend_details(image, None, np.random.default_rng(0), SbiConfig(generated_prob=1.0))
+    result = self_blend_details(
+        image, None, np.random.default_rng(0), SbiConfig(generated_prob=1.0)
+    )
     assert result.kind == "generated" and result.mask.min() == 1.0
     assert result.fake.dtype == np.uint8 and not np.array_equal(result.fake, image)
 
@@ -78,8 +82,12 @@ def test_traced_sources_change_the_fake_inside_the_blend_mask_only():
     image = textured(128)
     # Same seed, same draws (a probability of 0 would skip the draw): only whether the
     # source was re-rendered differs.
-    traced = self_blend_details(image, None, np.random.default_rng(1), SbiConfig(generator_trace_prob=1.0))
-    plain = self_blend_details(image, None, np.random.default_rng(1), SbiConfig(generator_trace_prob=1e-12))
+    traced = self_blend_details(
+        image, None, np.random.default_rng(1), SbiConfig(generator_trace_prob=1.0)
+    )
+    plain = self_blend_details(
+        image, None, np.random.default_rng(1), SbiConfig(generator_trace_prob=1e-12)
+    )
     assert np.array_equal(traced.mask, plain.mask)
     outside, inside = traced.mask == 0, traced.mask >= 0.9 * traced.mask.max()
     assert np.array_equal(traced.fake[outside], image[outside])

@@ -72,7 +72,14 @@ def test_checkpoint_loads_safely_and_scores_like_training(trained_run: Path, toy
     assert card.name == "lite0" and card.input_size == 128
     # weights_only loading: the checkpoint must hold nothing but tensors and plain data.
     payload = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step", "fakescope"):
+    for key in (
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "epoch",
+        "global_step",
+        "fakescope",
+    ):
         assert key in payload
 
 
@@ -107,7 +114,11 @@ def test_resume_matches_an_unbroken_run(tmp_path: Path):
     a = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"]
-    assert a["global_step"] == b["global_step"] == json.loads((unbroken / "results.json").read_text())["global_step"]
+    assert (
+        a["global_step"]
+        == b["global_step"]
+        == json.loads((unbroken / "results.json").read_text())["global_step"]
+    )
     steps_a = [s["step"] for s in a["optimizer_states"][0]["state"].values()]
     steps_b = [s["step"] for s in b["optimizer_states"][0]["state"].values()]
     assert steps_a == steps_b
@@ -127,7 +138,10 @@ def test_broken_files_are_skipped_and_reported(tmp_path: Path):
     summary = json.loads((run / "data_summary.json").read_text())
     skipped = {Path(item["path"]).name for item in summary["skipped"]}
     assert {"empty.jpg", "notes.png", "truncated.jpg"} <= skipped
-    assert json.loads((run / "results.json").read_text())["data"]["skipped_count"] == summary["skipped_count"]
+    assert (
+        json.loads((run / "results.json").read_text())["data"]["skipped_count"]
+        == summary["skipped_count"]
+    )
 
 
 def test_empty_class_stops_before_training(tmp_path: Path):
@@ -146,13 +160,23 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path):
 
 def test_overrides_and_config_errors(tmp_path: Path):
     raw = {"data": {"root": "x"}, "model": {"name": "lite0"}}
-    out = apply_overrides(raw, ["trainer.max_epochs=7", "optimizer.lr_head=3e-4", "model.pretrained=false"])
+    out = apply_overrides(
+        raw, ["trainer.max_epochs=7", "optimizer.lr_head=3e-4", "model.pretrained=false"]
+    )
     cfg = TrainConfig.model_validate(out)
-    assert cfg.trainer.max_epochs == 7 and cfg.optimizer.lr_head == 3e-4 and cfg.model.pretrained is False
+    assert (
+        cfg.trainer.max_epochs == 7
+        and cfg.optimizer.lr_head == 3e-4
+        and cfg.model.pretrained is False
+    )
     with pytest.raises(ValueError):
         apply_overrides(raw, ["no-equals-sign"])
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"data": {"root": "x"}, "model": {"name": "lite0"}, "trainer": {"max_epoch": 3}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"data": {"root": "x"}, "model": {"name": "lite0"}, "trainer": {"max_epoch": 3}}
+        )
+    )
     with pytest.raises(ValueError, match="max_epoch"):
         load_config(path)
 
@@ -165,8 +189,22 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "fakescope.cli", "train", str(config_path), "--devices", "2", "--accelerator", "cpu"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "fakescope.cli",
+            "train",
+            str(config_path),
+            "--devices",
+            "2",
+            "--accelerator",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = list((tmp_path / "runs").iterdir())
@@ -178,11 +216,20 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
 
 def test_bf16_channels_last_and_accumulation_train(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=5)
-    config = _config(data, tmp_path / "runs", epochs=1, precision="bf16-mixed", channels_last=True, accumulate_grad_batches=2)
+    config = _config(
+        data,
+        tmp_path / "runs",
+        epochs=1,
+        precision="bf16-mixed",
+        channels_last=True,
+        accumulate_grad_batches=2,
+    )
     config = config.model_copy(update={"data": config.data.model_copy(update={"batch_size": 8})})
     run = fit(config)
     results = json.loads((run / "results.json").read_text())
-    assert results["global_step"] == 2  # 28 training images, batches of 8: 4 batches, 2 optimiser steps
+    assert (
+        results["global_step"] == 2
+    )  # 28 training images, batches of 8: 4 batches, 2 optimiser steps
     assert results["final"]["val"]["n"] > 0
 
 
@@ -193,7 +240,9 @@ def test_several_sources_are_split_apart_and_scored_apart(tmp_path: Path):
     first = make_toy_dataset(tmp_path / "alpha", n_per_class=20, size=48, seed=6)
     second = make_toy_dataset(tmp_path / "beta", n_per_class=20, size=48, seed=7)
     config = _config(first, tmp_path / "runs", epochs=1)
-    data = config.data.model_copy(update={"root": None, "sources": [SourceConfig(root=first), SourceConfig(root=second)]})
+    data = config.data.model_copy(
+        update={"root": None, "sources": [SourceConfig(root=first), SourceConfig(root=second)]}
+    )
     run = fit(config.model_copy(update={"data": data}))
     for name in ("alpha", "beta"):
         manifest = run / f"split_manifest-{name}.json"
@@ -217,7 +266,9 @@ def test_a_repeated_source_is_seen_that_many_times_in_training_only(tmp_path: Pa
     assert len(pooled.train) == 3 * len(by_source["small"].train) + len(by_source["large"].train)
     assert pooled.train.count(by_source["small"].train[0]) == 3
     for split in ("val", "test"):
-        assert len(getattr(pooled, split)) == sum(len(getattr(s, split)) for s in by_source.values())
+        assert len(getattr(pooled, split)) == sum(
+            len(getattr(s, split)) for s in by_source.values()
+        )
 
 
 def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
@@ -226,7 +277,11 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
     data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=8)
     config = _config(data, tmp_path / "runs", epochs=2)
     config = config.model_copy(
-        update={"data": config.data.model_copy(update={"batch_size": 8, "self_blend": SelfBlendConfig(fake_ratio=1.0)})}
+        update={
+            "data": config.data.model_copy(
+                update={"batch_size": 8, "self_blend": SelfBlendConfig(fake_ratio=1.0)}
+            )
+        }
     )
     run = fit(config)
     results = json.loads((run / "results.json").read_text())
@@ -242,9 +297,15 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
 
     data = make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9)
     options = SelfBlendConfig(
-        fake_ratio=0.5, generator_trace_prob=0.3, generated_prob=0.1, splice_prob=0.2, part_mask_prob=0.7
+        fake_ratio=0.5,
+        generator_trace_prob=0.3,
+        generated_prob=0.1,
+        splice_prob=0.2,
+        part_mask_prob=0.7,
     )
-    config = _config(data, tmp_path / "runs", epochs=1).data.model_copy(update={"self_blend": options})
+    config = _config(data, tmp_path / "runs", epochs=1).data.model_copy(
+        update={"self_blend": options}
+    )
     (tmp_path / "run").mkdir()
     splits, _ = discover_sources(config, tmp_path / "run")
     module = FolderDataModule(config, get_spec("lite0").card, splits, seed=0)
@@ -259,11 +320,15 @@ def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
     unbroken = fit(_config(data, tmp_path / "a", epochs=2, ema_decay=0.9))
     payload = torch.load(unbroken / "checkpoints" / "last.ckpt", weights_only=True)
     # Validation AUC does not improve in the second epoch here: "last" is the end all the same.
-    assert payload["global_step"] == json.loads((unbroken / "results.json").read_text())["global_step"]
+    assert (
+        payload["global_step"] == json.loads((unbroken / "results.json").read_text())["global_step"]
+    )
     averaged, trained = payload["state_dict"], payload["current_model_state"]
     assert averaged.keys() == trained.keys()
     weights = [k for k, v in averaged.items() if v.is_floating_point() and "running_" not in k]
-    assert any(not torch.allclose(averaged[k], trained[k]) for k in weights), "the average equals the raw weights"
+    assert any(not torch.allclose(averaged[k], trained[k]) for k in weights), (
+        "the average equals the raw weights"
+    )
     model, _ = load_checkpoint(unbroken / "checkpoints" / "last.ckpt")
     for name, value in model.state_dict().items():
         assert torch.equal(value, averaged[f"detector.{name}"]), name  # the average is what loads
@@ -294,11 +359,17 @@ def test_validation_scores_the_epoch_not_each_batch(recwarn):
     module = _small_lite0_module().eval()
     images = torch.randn(16, 3, 64, 64)
     labels = torch.tensor([0] * 8 + [1] * 8)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    (logged,) = trainer.validate(module, DataLoader(TensorDataset(images, labels), batch_size=8), verbose=False)
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu"
+    )
+    (logged,) = trainer.validate(
+        module, DataLoader(TensorDataset(images, labels), batch_size=8), verbose=False
+    )
     with torch.no_grad():
         probs = torch.cat([module._step((images[i : i + 8], labels[i : i + 8]))[1] for i in (0, 8)])
-    assert logged["val_auc"] == pytest.approx(roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6)
+    assert logged["val_auc"] == pytest.approx(
+        roc_auc_score(labels.numpy(), probs.numpy()), abs=1e-6
+    )
     assert not [w for w in recwarn if "samples in targets" in str(w.message)]
 
 

@@ -30,17 +30,25 @@ class CheckpointError(ValueError):
     """A file that is not a fakescope checkpoint, or one this version cannot read."""
 
 
-def _build(meta: dict, state_dict: dict[str, torch.Tensor], source: Path) -> tuple[nn.Module, DetectorCard]:
+def _build(
+    meta: dict, state_dict: dict[str, torch.Tensor], source: Path
+) -> tuple[nn.Module, DetectorCard]:
     try:
         card = DetectorCard.model_validate(meta["card"])
-        model = create_detector(meta["detector"], pretrained=False, card_overrides=card.model_dump(), **meta.get("options", {}))
+        model = create_detector(
+            meta["detector"],
+            pretrained=False,
+            card_overrides=card.model_dump(),
+            **meta.get("options", {}),
+        )
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{source}: bad detector metadata ({error})") from error
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: weights do not fit detector {meta['detector']!r} "
-            f"(missing {len(missing)} keys, e.g. {missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
+            f"(missing {len(missing)} keys, e.g. {missing[:3]}; "
+            f"unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
         )
     model.card = card
     model.eval()
@@ -51,9 +59,17 @@ def _load_lightning(path: Path) -> tuple[nn.Module, DetectorCard]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(payload, dict) or CHECKPOINT_KEY not in payload or "state_dict" not in payload:
-        raise CheckpointError(f"{path}: not a fakescope checkpoint (no {CHECKPOINT_KEY!r} metadata)")
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if (
+        not isinstance(payload, dict)
+        or CHECKPOINT_KEY not in payload
+        or "state_dict" not in payload
+    ):
+        raise CheckpointError(
+            f"{path}: not a fakescope checkpoint (no {CHECKPOINT_KEY!r} metadata)"
+        )
     state = {
         key[len(DETECTOR_PREFIX) :]: value
         for key, value in payload["state_dict"].items()
@@ -121,7 +137,8 @@ def save_detector(
             f"{path}: a detector is saved as NAME.safetensors (with NAME.json beside it)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # contiguous(): a model trained channels_last has strided conv weights; safetensors refuses them.
+    # contiguous(): a model trained channels_last has strided conv weights;
+    # safetensors refuses them.
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

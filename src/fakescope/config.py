@@ -95,11 +95,15 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _has_a_source(self) -> "DataConfig":
         explicit = any(
-            getattr(self, f"{c}_{s}_dir") for c in ("real", "fake") for s in ("train", "val", "test")
+            getattr(self, f"{c}_{s}_dir")
+            for c in ("real", "fake")
+            for s in ("train", "val", "test")
         )
         given = sum([self.root is not None, bool(self.sources), explicit])
         if given != 1:
-            raise ValueError("data needs exactly one of `root`, `sources`, or real_/fake_ train/val/test dirs")
+            raise ValueError(
+                "data needs exactly one of `root`, `sources`, or real_/fake_ train/val/test dirs"
+            )
         return self
 
 

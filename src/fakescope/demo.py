@@ -9,7 +9,14 @@ import json
 import sys
 from pathlib import Path
 
-from fakescope.config import DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, TrainerConfig
+from fakescope.config import (
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainConfig,
+    TrainerConfig,
+)
 from fakescope.data.toy import make_toy_dataset
 from fakescope.evaluation.evaluate import evaluate_checkpoint
 from fakescope.inference.inputs import ScanInput
@@ -19,13 +26,17 @@ from fakescope.inference.scan import run_scan
 from fakescope.training.fit import fit
 
 
-def demo_config(data_root: Path, output_dir: Path, epochs: int = 3, image_size: int = 128) -> TrainConfig:
-    """A small lite0 (ImageNet weights from its package) on small images: about a minute on 2 cores."""
+def demo_config(
+    data_root: Path, output_dir: Path, epochs: int = 3, image_size: int = 128
+) -> TrainConfig:
+    """A small lite0 (its package's ImageNet weights) on small images: about a minute on 2 cores."""
     return TrainConfig(
         name="demo",
         output_dir=output_dir,
         data=DataConfig(root=data_root, augmentation="none", batch_size=32, num_workers=0),
-        model=ModelConfig(name="lite0", pretrained=True, card={"input_size": image_size, "face_crop": "none"}),
+        model=ModelConfig(
+            name="lite0", pretrained=True, card={"input_size": image_size, "face_crop": "none"}
+        ),
         # Few steps on small images: rates well above the fine-tuning defaults.
         optimizer=OptimizerConfig(lr_backbone=1e-3, lr_head=3e-3),
         scheduler=SchedulerConfig(name="none"),
@@ -41,11 +52,19 @@ def run_demo(out_dir: Path) -> dict:
     report = evaluate_checkpoint(checkpoint, [data_root], run_dir / "evaluation")
     manifest = json.loads((run_dir / "split_manifest.json").read_text())
     test = manifest["splits"]["test"]
-    test_files = [data_root / rel for label in (0, 1) for rel in [r for r, y in test if y == label][:12]]
+    test_files = [
+        data_root / rel for label in (0, 1) for rel in [r for r, y in test if y == label][:12]
+    ]
     detector = load_detector(checkpoint)
-    with open_writers(html=out_dir / "scan.html", json=out_dir / "scan.json", meta=detector.describe()) as writers:
+    with open_writers(
+        html=out_dir / "scan.html", json=out_dir / "scan.json", meta=detector.describe()
+    ) as writers:
         run_scan((ScanInput(p, "image") for p in test_files), detector, writers.write, explain=True)
-    return {"run_dir": str(run_dir), "test": report["datasets"][data_root.name], "scan_report": str(out_dir / "scan.html")}
+    return {
+        "run_dir": str(run_dir),
+        "test": report["datasets"][data_root.name],
+        "scan_report": str(out_dir / "scan.html"),
+    }
 
 
 def main() -> None:

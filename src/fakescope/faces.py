@@ -44,7 +44,11 @@ _MAX_CANDIDATES = 512
 
 
 def _nms_each_image(
-    boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float, method: str
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    image_inds: torch.Tensor,
+    threshold: float,
+    method: str,
 ) -> torch.Tensor:
     """MTCNN's last non-maximum suppression, image by image; ties in score go to the earlier
     candidate. Indices of the boxes kept, each image's best first.
@@ -75,9 +79,15 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str) -
         best, rest = order[0], order[1:]
         kept.append(best)
         width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
-        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        height = np.maximum(
+            0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1
+        )
         inter = width * height
-        union_or_min = np.minimum(area[best], area[rest]) if method == "Min" else area[best] + area[rest] - inter
+        union_or_min = (
+            np.minimum(area[best], area[rest])
+            if method == "Min"
+            else area[best] + area[rest] - inter
+        )
         order = rest[inter / union_or_min <= threshold]
     return np.array(kept, dtype=np.int64)
 
@@ -182,10 +192,14 @@ class FaceDetector:
         for position, image in enumerate(images):
             _check_image(image, position)
         fine = [self._fine_scale(image) for image in images]
-        coarse = [min(scale, _COARSE_SIDE / max(image.shape[:2])) for image, scale in zip(images, fine)]
+        coarse = [
+            min(scale, _COARSE_SIDE / max(image.shape[:2])) for image, scale in zip(images, fine)
+        ]
         found: list[list[Face] | None] = [None] * len(images)
         large = [i for i in range(len(images)) if coarse[i] < fine[i]]
-        for i, faces in zip(large, self._search([images[i] for i in large], [coarse[i] for i in large])):
+        for i, faces in zip(
+            large, self._search([images[i] for i in large], [coarse[i] for i in large])
+        ):
             if self._settles(faces, coarse[i]):
                 found[i] = faces
         rest = [i for i in range(len(images)) if found[i] is None]
@@ -201,7 +215,11 @@ class FaceDetector:
 
     def _settles(self, faces: list[Face], scale: float) -> bool:
         """Whether a search at `scale` could see every face `_filter` would keep beside these."""
-        sides = [f.side for f in faces if f.score >= self.score_threshold and f.side >= self.min_face_size]
+        sides = [
+            f.side
+            for f in faces
+            if f.score >= self.score_threshold and f.side >= self.min_face_size
+        ]
         reach = _SMALLEST_SEARCHED_FACE / scale  # the smallest face found, in original pixels
         return bool(sides) and self.relative_min * max(sides) >= _COARSE_MARGIN * reach
 
@@ -221,7 +239,9 @@ class FaceDetector:
                 chunk = positions[start : start + _MAX_BATCH]
                 raw = self._run_mtcnn(np.stack([copies[p] for p in chunk]))
                 for position, (boxes, scores, points) in zip(chunk, raw):
-                    found[position] = _to_original(boxes, scores, points, shape, images[position].shape[:2])
+                    found[position] = _to_original(
+                        boxes, scores, points, shape, images[position].shape[:2]
+                    )
         return [found[position] for position in range(len(images))]
 
     def _run_mtcnn(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -111,7 +111,10 @@ def find_images(root: str | Path, videos: bool = False) -> list[Path]:
             Path(folder, name)
             for name in files
             if not name.startswith(".")
-            and (has_image_extension(name) or (videos and Path(name).suffix.lower() in VIDEO_EXTENSIONS))
+            and (
+                has_image_extension(name)
+                or (videos and Path(name).suffix.lower() in VIDEO_EXTENSIONS)
+            )
         )
     return sorted(found)
 
@@ -172,7 +175,13 @@ def discover_folder(
     manifest = run_manifest_for(checkpoint, data_dir) if checkpoint is not None else None
     pairs = Path(data_dir) / PAIRS_FILE
     groups = groups_from_pairs_csv(pairs) if pairs.is_file() else None
-    return discover(DataConfig(root=data_dir), manifest_path=manifest, groups=groups, validate=validate, videos=videos)
+    return discover(
+        DataConfig(root=data_dir),
+        manifest_path=manifest,
+        groups=groups,
+        validate=validate,
+        videos=videos,
+    )
 
 
 def run_manifest_for(checkpoint: Path, data_dir: Path) -> Path | None:
@@ -344,7 +353,9 @@ def _layouts_present(root: Path, children: dict[str, Path]) -> list[str]:
         LAYOUT_FLAT: _FLAT_FOLDERS,
     }
     return [
-        kind for kind, folders in kinds.items() if any(_pick(children, names, root) for names in folders.values())
+        kind
+        for kind, folders in kinds.items()
+        if any(_pick(children, names, root) for names in folders.values())
     ]
 
 
@@ -357,7 +368,9 @@ def has_layout(folder: str | Path) -> bool:
     return folder.is_dir() and bool(_layouts_present(folder, _subfolders_by_name(folder)))
 
 
-def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str], videos: bool) -> _Found:
+def _split_layout(
+    root: Path, children: dict[str, Path], source: dict[str, str], videos: bool
+) -> _Found:
     splits: dict[str, list[Sample] | None] = {}
     for name, folder_names in _SPLIT_FOLDERS.items():
         folder = _pick(children, folder_names, root)
@@ -365,7 +378,11 @@ def _split_layout(root: Path, children: dict[str, Path], source: dict[str, str],
             splits[name] = None
             continue
         splits[name] = _class_samples(
-            folder, _subfolders_by_name(folder), _CLASS_FOLDERS_IN_SPLIT, required=name == "train", videos=videos
+            folder,
+            _subfolders_by_name(folder),
+            _CLASS_FOLDERS_IN_SPLIT,
+            required=name == "train",
+            videos=videos,
         )
     if splits["train"] is None:
         raise DataError(
@@ -388,7 +405,9 @@ def _explicit_layout(source: dict[str, str], videos: bool) -> _Found:
             splits[split] = None
             continue
         splits[split] = [
-            Sample(path, label) for label, folder in dirs.items() for path in find_images(folder, videos)
+            Sample(path, label)
+            for label, folder in dirs.items()
+            for path in find_images(folder, videos)
         ]
     root = Path(os.path.commonpath(list(source.values())))
     return _Found(LAYOUT_EXPLICIT, root, source, splits)

@@ -46,7 +46,9 @@ def _png(image: np.ndarray) -> bytes:
 def _crop_landmarks(landmarks: np.ndarray, box, margin: float, size: int) -> list[list[float]]:
     left, top, side = crop_square(box, margin)
     scale = size / side
-    return [[round(float(x - left) * scale, 2), round(float(y - top) * scale, 2)] for x, y in landmarks]
+    return [
+        [round(float(x - left) * scale, 2), round(float(y - top) * scale, 2)] for x, y in landmarks
+    ]
 
 
 def _rewrite_pairs(src_root: Path, out_root: Path) -> bool:
@@ -59,7 +61,9 @@ def _rewrite_pairs(src_root: Path, out_root: Path) -> bool:
     lines = io.StringIO()
     writer = csv.writer(lines, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([crop_name(Path(cell)).as_posix() if cell else cell for cell in row] for row in body)
+    writer.writerows(
+        [crop_name(Path(cell)).as_posix() if cell else cell for cell in row] for row in body
+    )
     atomic_write_text(out_root / PAIRS_FILE, lines.getvalue())
     return True
 

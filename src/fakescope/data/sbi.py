@@ -179,7 +179,9 @@ class Donor:
     landmarks: np.ndarray  # (5, 2) or (68, 2) x, y in the pixels of `image`
 
 
-def pick_donor(rng: np.random.Generator, config: SbiConfig, position: int, count: int) -> int | None:
+def pick_donor(
+    rng: np.random.Generator, config: SbiConfig, position: int, count: int
+) -> int | None:
     """Whether this fake is a splice, and which of `count` faces with landmarks gives the parts.
 
     position: the target's own place among those faces (never its own donor). Draws nothing
@@ -232,7 +234,9 @@ def self_blend_details(
     # Off means no draw at all: seeded fakes of configs without traces stay as they were.
     elif config.generated_prob and rng.random() < config.generated_prob:
         fake = np.rint(upsampling_trace(image, rng)).astype(np.uint8)
-        return SelfBlend(fake=fake, mask=np.ones((height, width), np.float32), kind="generated", blend_ratio=1.0)
+        return SelfBlend(
+            fake=fake, mask=np.ones((height, width), np.float32), kind="generated", blend_ratio=1.0
+        )
     else:
         kind, region = _pick_region(points, (height, width), rng, config)
         mask = _draw_mask(region, (height, width), rng, config)
@@ -419,9 +423,10 @@ def _splice_region(frame: _FaceFrame, shape: tuple[int, int], rng: np.random.Gen
     """A random non-empty set of the parts whose centre lies in the image (the whole face
     when none does): each eye on its own, the nose, the mouth."""
     eyes = _part_region(frame, "eyes")
-    parts = [
-        _Region([polygon], eyes.radius) for polygon in eyes.polygons
-    ] + [_part_region(frame, "nose"), _part_region(frame, "mouth")]
+    parts = [_Region([polygon], eyes.radius) for polygon in eyes.polygons] + [
+        _part_region(frame, "nose"),
+        _part_region(frame, "mouth"),
+    ]
     centres = [*frame.eyes, _part_centre(frame, "nose"), _part_centre(frame, "mouth")]
     inside = [part for part, centre in zip(parts, centres) if _inside(centre, shape)]
     if not inside:
@@ -429,7 +434,9 @@ def _splice_region(frame: _FaceFrame, shape: tuple[int, int], rng: np.random.Gen
     chosen = int(rng.integers(1, 2 ** len(inside)))  # the bits of a non-empty subset
     picked = [part for bit, part in enumerate(inside) if chosen >> bit & 1]
     # The smallest part sets the deformation, so a small eye is not warped away.
-    return _Region([p for part in picked for p in part.polygons], min(part.radius for part in picked))
+    return _Region(
+        [p for part in picked for p in part.polygons], min(part.radius for part in picked)
+    )
 
 
 def _fallback_region(shape: tuple[int, int]) -> _Region:
@@ -560,7 +567,11 @@ def _aligned(
     matrix = _similarity(_five_points(donor_face), _five_points(target_face))
     size = (shape[1], shape[0])
     moved = cv2.warpAffine(
-        donor.astype(np.float32), matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        donor.astype(np.float32),
+        matrix,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
     picture = donor.any(axis=2).astype(np.float32)
     valid = cv2.warpAffine(picture, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
@@ -775,7 +786,9 @@ class SelfBlendedDataset(Dataset):
             return self.transform(image), 0
         # A stream of its own, apart from the [seed, epoch] one that picks the fakes.
         rng = np.random.default_rng([self.seed, epoch, index, 1])
-        fake, _ = self_blend(image, self.landmarks[index], rng, self.config, self._donor(index, rng))
+        fake, _ = self_blend(
+            image, self.landmarks[index], rng, self.config, self._donor(index, rng)
+        )
         return self.transform(fake), 1
 
     def _donor(self, index: int, rng: np.random.Generator) -> Donor | None:
@@ -880,7 +893,9 @@ def synthesize_sbi(
     for path, landmarks, reason, _ in _detect_landmarks(paths, detector):
         if landmarks is None:
             logger.warning("skipping %s: %s", path, reason)
-            skipped.append({"source": path.relative_to(real_root).as_posix(), "reason": str(reason)})
+            skipped.append(
+                {"source": path.relative_to(real_root).as_posix(), "reason": str(reason)}
+            )
         else:
             faces.append((path, landmarks))
     for position, (path, landmarks) in enumerate(faces):
@@ -915,7 +930,9 @@ def synthesize_sbi(
                     "mask_kind": result.kind,
                     "landmarks": landmarks.tolist(),  # float32 values, exact in JSON
                     "donor": (
-                        faces[picked][0].relative_to(real_root).as_posix() if result.kind == "splice" else None
+                        faces[picked][0].relative_to(real_root).as_posix()
+                        if result.kind == "splice"
+                        else None
                     ),
                 }
             )
@@ -931,7 +948,8 @@ def synthesize_sbi(
             "n_per_image": n_per_image,
             "seed_note": (
                 "each fake: rng = numpy.random.default_rng([seed, crc32(source), k]); with "
-                "splice_prob > 0, pick_donor(rng, ...) draws first, then self_blend(..., rng, donor)"
+                "splice_prob > 0, pick_donor(rng, ...) draws first, "
+                "then self_blend(..., rng, donor)"
             ),
             "config": config.model_dump(mode="json"),
             "fakes": fakes,

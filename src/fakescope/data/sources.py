@@ -36,7 +36,9 @@ def discover_sources(config: DataConfig, run_dir: Path) -> tuple[DataSplits, dic
     for name, source in zip(names, config.sources):
         single = config.model_copy(update={"root": source.root, "sources": []})
         groups = groups_from_pairs_csv(source.pairs_csv) if source.pairs_csv else None
-        by_source[name] = discover(single, manifest_path=run_dir / manifest_name(name), groups=groups)
+        by_source[name] = discover(
+            single, manifest_path=run_dir / manifest_name(name), groups=groups
+        )
     repeats = dict(zip(names, (s.repeat for s in config.sources)))
     pooled = DataSplits(
         train=[s for name, splits in by_source.items() for s in splits.train * repeats[name]],

@@ -32,13 +32,13 @@ from fakescope.evaluation.calibration import (
     threshold_max_balanced_accuracy,
 )
 from fakescope.evaluation.evaluate import score_split
+from fakescope.evaluation.metrics import binary_metrics
+from fakescope.evaluation.plots import plot_reliability
 from fakescope.export.onnx import read_onnx_metadata, write_onnx
 from fakescope.inference.detector import Detector
 from fakescope.inference.loading import load_detector
-from fakescope.models.scoring import probabilities
-from fakescope.evaluation.metrics import binary_metrics
-from fakescope.evaluation.plots import plot_reliability
 from fakescope.models.card import DetectorCard
+from fakescope.models.scoring import probabilities
 from fakescope.utils import atomic_write_json
 
 # The test split stays out: a threshold chosen on it would make its later metrics optimistic.
@@ -163,9 +163,7 @@ def _refuse_existing(out_dir: Path) -> None:
         )
 
 
-def _threshold_source(
-    method: str, target_fpr: float, split: str, names: list[str], n: int
-) -> str:
+def _threshold_source(method: str, target_fpr: float, split: str, names: list[str], n: int) -> str:
     if method == "fpr":
         rule = f"FPR <= {100 * target_fpr:g}%"
     else:
@@ -174,14 +172,20 @@ def _threshold_source(
     return f"{rule} on {split} of {' + '.join(names)} ({n} images), {day}"
 
 
-def _write_calibrated(checkpoint: Path, detector: Detector, card: DetectorCard, out_dir: Path) -> Path:
+def _write_calibrated(
+    checkpoint: Path, detector: Detector, card: DetectorCard, out_dir: Path
+) -> Path:
     """The detector with its new card, in the checkpoint's own kind: weights or an ONNX model."""
     if checkpoint.suffix == ".onnx":
         metadata = {**read_onnx_metadata(checkpoint), "card": card.model_dump(mode="json")}
         return write_onnx(onnx.load(str(checkpoint)), metadata, out_dir / ONNX_DETECTOR_FILE)
     metadata = read_metadata(checkpoint)
     return save_detector(
-        detector.model, card, metadata["detector"], metadata.get("options", {}), out_dir / DETECTOR_FILE
+        detector.model,
+        card,
+        metadata["detector"],
+        metadata.get("options", {}),
+        out_dir / DETECTOR_FILE,
     )
 
 

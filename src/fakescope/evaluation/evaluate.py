@@ -129,7 +129,11 @@ def score_split(
     images = [s for s in samples if s.path.suffix.lower() not in VIDEO_EXTENSIONS]
     videos = [s for s in samples if s.path.suffix.lower() in VIDEO_EXTENSIONS]
     skipped = list(splits.skipped)
-    scored_videos = score_videos(detector, videos, batch_size, skipped) if videos and perturbation is None else None
+    scored_videos = (
+        score_videos(detector, videos, batch_size, skipped)
+        if videos and perturbation is None
+        else None
+    )
     loader = DataLoader(
         DecodedImages(images, perturbation),
         batch_size=batch_size,
@@ -143,8 +147,17 @@ def score_split(
             labels.append(np.array([label for _, label, _ in batch], dtype=np.int64))
             paths.extend(path for _, _, path in batch)
     if not labels:
-        return ScoredSplit([], np.zeros(0, np.int64), np.zeros(0, np.float32), splits.source, skipped, scored_videos)
-    return ScoredSplit(paths, np.concatenate(labels), np.concatenate(logits), splits.source, skipped, scored_videos)
+        return ScoredSplit(
+            [],
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            splits.source,
+            skipped,
+            scored_videos,
+        )
+    return ScoredSplit(
+        paths, np.concatenate(labels), np.concatenate(logits), splits.source, skipped, scored_videos
+    )
 
 
 def score_videos(
@@ -166,7 +179,9 @@ def score_videos(
         frame_p_fake.extend(frame["p_fake"] for frame in result["timeline"])
     if not labels:
         return None
-    return ScoredVideos(paths, np.array(labels), np.array(p_fake), np.array(frame_labels), np.array(frame_p_fake))
+    return ScoredVideos(
+        paths, np.array(labels), np.array(p_fake), np.array(frame_labels), np.array(frame_p_fake)
+    )
 
 
 def robustness_sweep(
@@ -188,7 +203,9 @@ def robustness_sweep(
     results = {"none": sweep_entry(clean.labels, clean_p_fake, detector.threshold)}
     p_fake = {"none": clean_p_fake}
     for name, perturbation in SWEEP.items():
-        scored = score_split(detector, checkpoint, data_dir, split, perturbation, batch_size, num_workers)
+        scored = score_split(
+            detector, checkpoint, data_dir, split, perturbation, batch_size, num_workers
+        )
         degraded = probabilities(scored.logits, temperature)
         results[name] = sweep_entry(scored.labels, degraded, detector.threshold)
         p_fake[name] = np.full(len(clean.paths), np.nan)  # an image that broke stays NaN
@@ -198,7 +215,12 @@ def robustness_sweep(
             results[name]["auc_change"] = paired_auc_change(
                 clean.labels[both], clean_p_fake[both], p_fake[name][both]
             )
-        log.info("robustness %s: AUC %s, accuracy %.4f", name, results[name]["auc_roc"], results[name]["accuracy"])
+        log.info(
+            "robustness %s: AUC %s, accuracy %.4f",
+            name,
+            results[name]["auc_roc"],
+            results[name]["accuracy"],
+        )
     return results, p_fake
 
 
@@ -210,20 +232,32 @@ def sweep_entry(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dic
         label: float(p_fake[labels == value].mean()) if (labels == value).any() else None
         for value, label in ((0, "real"), (1, "fake"))
     }
-    return {"auc_roc": metrics["auc_roc"], "accuracy": metrics["accuracy"], "n": metrics["n"], "mean_p_fake": mean_p_fake}
+    return {
+        "auc_roc": metrics["auc_roc"],
+        "accuracy": metrics["accuracy"],
+        "n": metrics["n"],
+        "mean_p_fake": mean_p_fake,
+    }
 
 
 PREDICTION_COLUMNS = ("file", "kind", "label", "p_fake", "prediction")
 ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 
 
-def write_predictions(path: Path, scored: ScoredSplit, p_fake: np.ndarray, threshold: float) -> None:
+def write_predictions(
+    path: Path, scored: ScoredSplit, p_fake: np.ndarray, threshold: float
+) -> None:
     """One row per image and per video (P(fake) after temperature, the verdict at `threshold`):
     what error analysis by file name, difficulty or source needs beyond the summary metrics."""
-    rows = [(file, "image", label, p) for file, label, p in zip(scored.paths, scored.labels, p_fake)]
+    rows = [
+        (file, "image", label, p) for file, label, p in zip(scored.paths, scored.labels, p_fake)
+    ]
     if scored.videos is not None:
         videos = scored.videos
-        rows += [(file, "video", label, p) for file, label, p in zip(videos.paths, videos.labels, videos.p_fake)]
+        rows += [
+            (file, "video", label, p)
+            for file, label, p in zip(videos.paths, videos.labels, videos.p_fake)
+        ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PREDICTION_COLUMNS)
@@ -255,7 +289,13 @@ def video_metrics(videos: ScoredVideos, detector: Detector, out_dir: Path, title
     }
     return {
         level: evaluate_scores(
-            labels, p_fake, detector.threshold, detector.threshold_source, out_dir, prefix=f"{level}_", title=f"{title}, {level}"
+            labels,
+            p_fake,
+            detector.threshold,
+            detector.threshold_source,
+            out_dir,
+            prefix=f"{level}_",
+            title=f"{title}, {level}",
         )
         for level, (labels, p_fake) in levels.items()
     }
@@ -282,7 +322,9 @@ def evaluate_checkpoint(
         "detector": card.name,
         "detector_version": card.version,
         "split": split,
-        "level": "image (the most suspicious face of each image)" if detector.use_faces else "image (whole)",
+        "level": "image (the most suspicious face of each image)"
+        if detector.use_faces
+        else "image (whole)",
         "video_levels": {
             "frame_level": "every sampled frame (its most suspicious face), labelled as its video",
             "video_level": "the mean P(fake) over a video's sampled frames with faces",
@@ -316,7 +358,9 @@ def evaluate_checkpoint(
                 write_robustness_predictions(sweep_csv, scored, sweep_p_fake)
                 metrics["robustness_predictions"] = ROBUSTNESS_PREDICTIONS
         if scored.videos is not None:
-            metrics["videos"] = video_metrics(scored.videos, detector, out_dir / name, f"{card.name} on {name} ({split})")
+            metrics["videos"] = video_metrics(
+                scored.videos, detector, out_dir / name, f"{card.name} on {name} ({split})"
+            )
         write_predictions(out_dir / name / "predictions.csv", scored, probs, detector.threshold)
         metrics["predictions"] = "predictions.csv"
         metrics["split_source"] = scored.split_source

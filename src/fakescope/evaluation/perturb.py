@@ -18,7 +18,9 @@ Perturbation = Callable[[np.ndarray], np.ndarray]
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -38,7 +40,11 @@ def gaussian_noise(image: np.ndarray, std: float) -> np.ndarray:
 def downscale(image: np.ndarray, factor: float) -> np.ndarray:
     """Shrink by `factor` and back: the detail a small upload loses."""
     height, width = image.shape[:2]
-    small = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image,
+        (max(1, round(width * factor)), max(1, round(height * factor))),
+        interpolation=cv2.INTER_AREA,
+    )
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 

@@ -12,7 +12,9 @@ from fakescope.models.scoring import fake_logit
 
 
 @torch.inference_mode()
-def predict_loader(model: nn.Module, card: DetectorCard, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+def predict_loader(
+    model: nn.Module, card: DetectorCard, loader: DataLoader
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns (labels, logits of P(fake) before temperature) for every decodable sample."""
     model.eval()
     device = next(model.parameters()).device

@@ -21,12 +21,17 @@ def write_evaluation_plots(
 ) -> dict[str, str]:
     """ROC and confusion-matrix PNGs; returns their file names."""
     out_dir = Path(out_dir)
-    files = {"roc_curve": f"{prefix}roc_curve.png", "confusion_matrix": f"{prefix}confusion_matrix.png"}
+    files = {
+        "roc_curve": f"{prefix}roc_curve.png",
+        "confusion_matrix": f"{prefix}confusion_matrix.png",
+    }
     if metrics.get("auc_roc") is not None:
         plot_roc(labels, probs, out_dir / files["roc_curve"], title=title)
     else:
         del files["roc_curve"]  # one class only: no curve to draw
-    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), out_dir / files["confusion_matrix"])
+    plot_confusion_matrix(
+        np.asarray(metrics["confusion_matrix"]), out_dir / files["confusion_matrix"]
+    )
     return files
 
 

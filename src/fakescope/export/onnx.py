@@ -35,7 +35,9 @@ class ExportError(ValueError):
     """A detector that cannot be exported, or an export that cannot be read back."""
 
 
-def export_onnx(model: nn.Module, metadata: dict, path: str | Path, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(
+    model: nn.Module, metadata: dict, path: str | Path, opset: int = ONNX_OPSET
+) -> Path:
     """Write `path` (fp32 ONNX, dynamic batch) and its `.json` beside it; return `path`."""
     path = Path(path)
     size = metadata["card"]["input_size"]
@@ -60,7 +62,9 @@ def export_onnx(model: nn.Module, metadata: dict, path: str | Path, opset: int =
             )
     except Exception as error:  # the exporter raises many types for unsupported operators
         reason = str(error).splitlines()[0]
-        raise ExportError(f"{path}: cannot export detector {metadata.get('detector')!r} to ONNX ({reason})") from error
+        raise ExportError(
+            f"{path}: cannot export detector {metadata.get('detector')!r} to ONNX ({reason})"
+        ) from error
     proto = onnx.load_from_string(buffer.getvalue())
     return write_onnx(proto, {**metadata, "precision": "fp32"}, path)
 
@@ -80,7 +84,9 @@ def static_same_padding(model: nn.Module, size: int) -> nn.Module:
     def record(module: nn.Module, args: tuple) -> None:
         seen.setdefault(module, set()).add(tuple(args[0].shape[-2:]))
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Conv2dSame)]
+    hooks = [
+        m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Conv2dSame)
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     for hook in hooks:
@@ -105,7 +111,9 @@ def _padded_conv(same: nn.Conv2d, input_size: tuple[int, int]) -> nn.Sequential:
         bias=same.bias is not None,
     )
     conv.load_state_dict(same.state_dict())
-    pad = pad_same_arg(list(input_size), list(same.kernel_size), list(same.stride), list(same.dilation))
+    pad = pad_same_arg(
+        list(input_size), list(same.kernel_size), list(same.stride), list(same.dilation)
+    )
     return nn.Sequential(nn.ZeroPad2d(pad), conv)
 
 
@@ -128,7 +136,9 @@ def read_onnx_metadata(path: str | Path) -> dict:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf raises its own DecodeError for foreign files
-        raise CheckpointError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from error
+        raise CheckpointError(
+            f"{path}: not a readable ONNX model ({type(error).__name__}: {error})"
+        ) from error
     props = {prop.key: prop.value for prop in proto.metadata_props}
     sidecar = path.with_suffix(".json")
     try:
@@ -138,7 +148,8 @@ def read_onnx_metadata(path: str | Path) -> dict:
             metadata = json.loads(sidecar.read_text())
         else:
             raise CheckpointError(
-                f"{path}: no fakescope metadata (no {METADATA_KEY!r} metadata_props entry, no {sidecar.name} beside it)"
+                f"{path}: no fakescope metadata (no {METADATA_KEY!r} metadata_props entry, "
+                f"no {sidecar.name} beside it)"
             )
     except ValueError as error:
         raise CheckpointError(f"{path}: unreadable fakescope metadata ({error})") from error
@@ -158,7 +169,7 @@ def export_command(
     eval_split: str = "all",
     batch_size: int = 32,
 ) -> dict:
-    """`fakescope export`: ONNX (and INT8) files of a checkpoint, and a parity report against PyTorch.
+    """`fakescope export`: ONNX (and INT8) files of a checkpoint and a PyTorch parity report.
 
     out_dir: default `export/` beside the checkpoint. Writes NAME.onnx + NAME.json,
     NAME.int8.onnx + NAME.int8.json with `int8`, and parity.json (NAME: the detector's name).
@@ -178,7 +189,10 @@ def export_command(
     out_dir = Path(out_dir) if out_dir else checkpoint.resolve().parent / "export"
     files = {"onnx": export_onnx(model, metadata, out_dir / f"{card.name}.onnx")}
     crops = crop_sets(
-        card, [Path(folder) for folder in calibration_dirs], count=calibration_crops, checkpoint=checkpoint
+        card,
+        [Path(folder) for folder in calibration_dirs],
+        count=calibration_crops,
+        checkpoint=checkpoint,
     )
     if int8:
         files["onnx_int8"] = quantize_int8(
@@ -195,7 +209,9 @@ def export_command(
         split=eval_split,
         batch_size=batch_size,
     )
-    report["calibration"] = {"source": crops.source, "crops": len(crops.calibration)} if int8 else None
+    report["calibration"] = (
+        {"source": crops.source, "crops": len(crops.calibration)} if int8 else None
+    )
     report["files"] = {name: str(path) for name, path in files.items()}
     files["parity"] = out_dir / "parity.json"
     atomic_write_json(files["parity"], report)

@@ -27,14 +27,19 @@ from fakescope.models.scoring import fake_probability
 REFERENCE = "torch_fp32"
 
 
-def score_batches(backends: dict[str, Backend], card: DetectorCard, batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+def score_batches(
+    backends: dict[str, Backend], card: DetectorCard, batches: Iterable[np.ndarray]
+) -> dict[str, np.ndarray]:
     """P(fake) of every backend on the same batches."""
     scores: dict[str, list[np.ndarray]] = {name: [] for name in backends}
     for batch in batches:
         for name, backend in backends.items():
             logits = torch.from_numpy(backend.logits(batch))
             scores[name].append(fake_probability(logits, card).numpy())
-    return {name: np.concatenate(parts) if parts else np.zeros(0, np.float32) for name, parts in scores.items()}
+    return {
+        name: np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        for name, parts in scores.items()
+    }
 
 
 def differences(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -44,7 +49,10 @@ def differences(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     for name, values in scores.items():
         if name != REFERENCE:
             diff = np.abs(values.astype(np.float64) - reference)
-            out[name] = {"max_abs_diff_p_fake": float(diff.max()), "mean_abs_diff_p_fake": float(diff.mean())}
+            out[name] = {
+                "max_abs_diff_p_fake": float(diff.max()),
+                "mean_abs_diff_p_fake": float(diff.mean()),
+            }
     return out
 
 
@@ -64,26 +72,41 @@ def parity_report(
     onnx_files: variant name (e.g. "onnx", "onnx_int8") -> model path.
     checkpoint: lets a labelled dir that the checkpoint's run trained on use the run's split.
     """
-    backends: dict[str, Backend] = {REFERENCE: TorchBackend(model, precision="fp32", channels_last=False)}
+    backends: dict[str, Backend] = {
+        REFERENCE: TorchBackend(model, precision="fp32", channels_last=False)
+    }
     backends.update({name: onnx_model(path)[0] for name, path in onnx_files.items()})
     batches = (inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size))
     report = {
         "reference": REFERENCE,
-        "inputs": {"source": inputs_source, "n": len(inputs), **differences(score_batches(backends, card, batches))},
+        "inputs": {
+            "source": inputs_source,
+            "n": len(inputs),
+            **differences(score_batches(backends, card, batches)),
+        },
         "labelled": None,
     }
     if labelled_dir is not None:
-        report["labelled"] = _labelled_report(backends, card, labelled_dir, checkpoint, split, batch_size)
+        report["labelled"] = _labelled_report(
+            backends, card, labelled_dir, checkpoint, split, batch_size
+        )
     return report
 
 
 def _labelled_report(
-    backends: dict[str, Backend], card: DetectorCard, data_dir: Path, checkpoint: Path | None, split: str, batch_size: int
+    backends: dict[str, Backend],
+    card: DetectorCard,
+    data_dir: Path,
+    checkpoint: Path | None,
+    split: str,
+    batch_size: int,
 ) -> dict:
     splits = discover_folder(data_dir, checkpoint)
     transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
     loader = DataLoader(
-        ImageDataset(select_split(splits, split), transform), batch_size=batch_size, collate_fn=collate_skip_broken
+        ImageDataset(select_split(splits, split), transform),
+        batch_size=batch_size,
+        collate_fn=collate_skip_broken,
     )
     labels: list[np.ndarray] = []
 
@@ -102,6 +125,8 @@ def _labelled_report(
         "split_source": splits.source,
         "n": len(truth),
         "auc": auc,
-        "auc_change": {name: value - auc[REFERENCE] for name, value in auc.items() if name != REFERENCE},
+        "auc_change": {
+            name: value - auc[REFERENCE] for name, value in auc.items() if name != REFERENCE
+        },
         **differences(scores),
     }

@@ -86,12 +86,16 @@ def crop_sets(
     held_out = _folder_crops(card, interleave([pool for _, pool in pools]), count)
     folders = ", ".join(str(folder) for folder in calibration_dirs)
     if len(calibration) == 0 or len(held_out) == 0:
-        raise ExportError(f"{folders}: needs at least two readable images (one to calibrate, one to check)")
+        raise ExportError(
+            f"{folders}: needs at least two readable images (one to calibrate, one to check)"
+        )
     drawn = sum(len(a) + len(b) for a, b in pools)
     return CropSets(calibration, held_out, f"{folders} ({drawn} images, seed {seed})")
 
 
-def calibration_files(folder: Path, checkpoint: Path | None = None) -> tuple[list[Path], list[Path]]:
+def calibration_files(
+    folder: Path, checkpoint: Path | None = None
+) -> tuple[list[Path], list[Path]]:
     """Files of one folder to calibrate with, and others to check parity on.
 
     A labelled data dir gives its train and its val split (the split of the checkpoint's run
@@ -115,7 +119,12 @@ def interleave(lists: Sequence[list]) -> list:
 def _toy_crops(card: DetectorCard, count: int, seed: int) -> np.ndarray:
     transform = build_transform("none", card.input_size, card.mean, card.std, train=False)
     with tempfile.TemporaryDirectory(prefix="fakescope-calibration-") as folder:
-        root = make_toy_dataset(Path(folder) / "toy", n_per_class=max(1, (count + 1) // 2), size=card.input_size, seed=seed)
+        root = make_toy_dataset(
+            Path(folder) / "toy",
+            n_per_class=max(1, (count + 1) // 2),
+            size=card.input_size,
+            seed=seed,
+        )
         images = [decode_image(path) for path in find_images(root)][:count]
     return np.stack([transform(image).numpy() for image in images])
 
@@ -135,18 +144,25 @@ def _folder_crops(card: DetectorCard, files: list[Path], count: int) -> np.ndarr
             crops.append(transform(image).numpy())
             if len(crops) == count:
                 return np.stack(crops)
-    return np.stack(crops) if crops else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
+    return (
+        np.stack(crops) if crops else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
+    )
 
 
-def _crop_images(images: list[np.ndarray], card: DetectorCard, faces: FaceDetector | None) -> list[np.ndarray]:
-    """Every kept face of each image (the whole image when none is found), as the Detector cuts them."""
+def _crop_images(
+    images: list[np.ndarray], card: DetectorCard, faces: FaceDetector | None
+) -> list[np.ndarray]:
+    """Each image's kept faces (the whole image when none is found), as the Detector cuts them."""
     if faces is None:
         return images
     crops = []
     for image, detection in zip(images, faces.detect_batch(images)):
         if not detection.faces:
             crops.append(image)
-        crops.extend(crop_face(image, f.box, margin=card.face_margin, out_size=card.input_size) for f in detection.faces)
+        crops.extend(
+            crop_face(image, f.box, margin=card.face_margin, out_size=card.input_size)
+            for f in detection.faces
+        )
     return crops
 
 
@@ -167,7 +183,9 @@ def input_grid(card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
     return np.array(scale, np.float32), np.array(round(-low / scale), np.uint8)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, card: DetectorCard, metadata: dict) -> Path:
+def quantize_int8(
+    fp32_path: Path, out_path: Path, calibration: np.ndarray, card: DetectorCard, metadata: dict
+) -> Path:
     """Write `out_path`: static INT8 (QDQ, per-channel weights) of the fp32 ONNX at `fp32_path`.
 
     Activations are unsigned and weights signed (U8S8): the fast path of ONNX Runtime's x86
@@ -191,6 +209,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, card
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            extra_options={"TensorQuantOverrides": {input_name: [{"scale": scale, "zero_point": zero_point}]}},
+            extra_options={
+                "TensorQuantOverrides": {input_name: [{"scale": scale, "zero_point": zero_point}]}
+            },
         )
         return write_onnx(onnx.load(str(quantized)), {**metadata, "precision": "int8"}, out_path)

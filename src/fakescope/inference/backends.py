@@ -60,7 +60,7 @@ def cpu_has_bf16() -> bool:
 
 
 class TorchBackend:
-    """Eager PyTorch in inference mode; channels-last and bf16 autocast where the CPU gains from them.
+    """Eager PyTorch in inference mode; channels-last and bf16 autocast where they help the CPU.
 
     precision: "auto" uses bf16 autocast on a CPU with native bf16 (see `cpu_has_bf16`), fp32
     elsewhere and on GPUs. bf16 moves P(fake) by about 1e-2 at most; use "fp32" for scores that
@@ -75,7 +75,9 @@ class TorchBackend:
         self.bf16 = precision == "bf16" or (precision == "auto" and on_cpu and cpu_has_bf16())
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.eval().to(memory_format=self.memory_format)
-        self.name = f"torch-{'bf16' if self.bf16 else 'fp32'}{'-channels-last' if channels_last else ''}"
+        self.name = (
+            f"torch-{'bf16' if self.bf16 else 'fp32'}{'-channels-last' if channels_last else ''}"
+        )
 
     @torch.inference_mode()
     def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -91,7 +93,9 @@ class OnnxBackend:
     Sequential execution: a CNN is a chain of ops, so parallel branches would only add overhead.
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int | None = None, precision: str = "fp32"):
+    def __init__(
+        self, model: str | Path | bytes, threads: int | None = None, precision: str = "fp32"
+    ):
         """precision: what the model computes in, for the backend's name; the loader reads it
         from the export's metadata (`fakescope.inference.loading.onnx_model`)."""
         import onnxruntime as ort
@@ -113,4 +117,3 @@ class OnnxBackend:
             batch = batch.detach().cpu().numpy()
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: inputs})[0], dtype=np.float32)
-

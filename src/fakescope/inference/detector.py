@@ -109,9 +109,9 @@ class Detector:
         """The PyTorch model (for Grad-CAM); an ONNX-only detector has none."""
         if self._model is None:
             raise TorchModelRequiredError(
-                f"{self.source or 'this detector'}: explanations (Grad-CAM) need the PyTorch model, "
-                "and this detector runs an exported ONNX model only; load its .ckpt or .safetensors "
-                "checkpoint to explain"
+                f"{self.source or 'this detector'}: explanations (Grad-CAM) need the PyTorch "
+                "model, and this detector runs an exported ONNX model only; load its .ckpt or "
+                ".safetensors checkpoint to explain"
             )
         return self._model
 
@@ -201,7 +201,9 @@ class Detector:
         views, faces = [], []
         for face in detection.faces:
             views.append([crop_face(image, face.box, margin=m, out_size=size) for m in margins])
-            faces.append({"box": [round(v, 1) for v in face.box], "detection_score": round(face.score, 4)})
+            faces.append(
+                {"box": [round(v, 1) for v in face.box], "detection_score": round(face.score, 4)}
+            )
         return PreparedImage((width, height), views, faces, _skipped(detection), fallback=None)
 
     def detect_faces(self, images: list[np.ndarray]) -> list[FaceDetection | None]:
@@ -216,7 +218,10 @@ class Detector:
         return self.predict_batch([source], explain=explain)[0]
 
     def predict_batch(
-        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = BATCH_SIZE, explain: bool = False
+        self,
+        sources: Iterable[str | Path | np.ndarray],
+        batch_size: int = BATCH_SIZE,
+        explain: bool = False,
     ) -> list[dict]:
         """Many images; faces from all of them share forwards of `batch_size` crops.
 
@@ -226,7 +231,11 @@ class Detector:
         return list(self.iter_predict(sources, batch_size, explain))
 
     def iter_predict(
-        self, sources: Iterable[str | Path | np.ndarray], batch_size: int = BATCH_SIZE, explain: bool = False, workers: int = 0
+        self,
+        sources: Iterable[str | Path | np.ndarray],
+        batch_size: int = BATCH_SIZE,
+        explain: bool = False,
+        workers: int = 0,
     ) -> Iterator[dict]:
         """`predict_batch` as a stream: results come out chunk by chunk, in input order.
 
@@ -250,7 +259,11 @@ class Detector:
         errors: dict[int, str] = {}
         for i, source in enumerate(sources):
             try:
-                images.append(source if isinstance(source, np.ndarray) else decode_image(source, self.max_pixels))
+                images.append(
+                    source
+                    if isinstance(source, np.ndarray)
+                    else decode_image(source, self.max_pixels)
+                )
             except (ValueError, OSError) as error:
                 images.append(None)
                 errors[i] = str(error)
@@ -265,18 +278,27 @@ class Detector:
         }
         return PreparedChunk([_name(source) for source in sources], prepared, errors, timing)
 
-    def score_chunk(self, chunk: PreparedChunk, batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
+    def score_chunk(
+        self, chunk: PreparedChunk, batch_size: int = BATCH_SIZE, explain: bool = False
+    ) -> list[dict]:
         """The model's half of `predict_batch`: one result per source of a prepared chunk."""
         started = time.perf_counter()
-        scored = dict(zip(chunk.images, self._score_images(list(chunk.images.values()), batch_size, explain)))
-        timing = {**chunk.timing, "model": (time.perf_counter() - started) * 1000 / max(len(chunk.images), 1)}
+        scored = dict(
+            zip(chunk.images, self._score_images(list(chunk.images.values()), batch_size, explain))
+        )
+        timing = {
+            **chunk.timing,
+            "model": (time.perf_counter() - started) * 1000 / max(len(chunk.images), 1),
+        }
         results = []
         for i, name in enumerate(chunk.names):
             if i in chunk.errors:
                 results.append({"file": name, "kind": "image", "error": chunk.errors[i]})
                 continue
             crop_scores, crop_maps = scored[i]
-            results.append(self._image_result(name, chunk.images[i], crop_scores, crop_maps, timing))
+            results.append(
+                self._image_result(name, chunk.images[i], crop_scores, crop_maps, timing)
+            )
         return results
 
     def _score_images(
@@ -299,7 +321,12 @@ class Detector:
         return scored
 
     def _image_result(
-        self, name: str, item: PreparedImage, crop_scores: list[float], crop_maps: list[str | None], timing: dict
+        self,
+        name: str,
+        item: PreparedImage,
+        crop_scores: list[float],
+        crop_maps: list[str | None],
+        timing: dict,
     ) -> dict:
         top = int(np.argmax(crop_scores))
         extra = {"heatmap": crop_maps[0]} if item.fallback and crop_maps[0] else {}
@@ -328,8 +355,17 @@ class Detector:
 
     # -- videos --------------------------------------------------------------------------------
 
-    def predict_video(self, path: str | Path, frames: int = 32, batch_size: int = BATCH_SIZE, explain: bool = False) -> dict:
-        """Sample `frames` evenly; score faces per frame (max); the video is the mean over frames with faces."""
+    def predict_video(
+        self,
+        path: str | Path,
+        frames: int = 32,
+        batch_size: int = BATCH_SIZE,
+        explain: bool = False,
+    ) -> dict:
+        """Sample `frames` evenly; score faces per frame (max).
+
+        The video is the mean over frames with faces.
+        """
         return self.score_video(self.prepare_video(path, frames), batch_size, explain)
 
     def prepare_video(self, path: str | Path, frames: int = 32) -> PreparedVideo:
@@ -340,7 +376,9 @@ class Detector:
         prepared = [self.prepare(image, d) for image, d in zip(images, self.detect_faces(images))]
         return PreparedVideo(str(path), sampled, prepared, (time.perf_counter() - started) * 1000)
 
-    def score_video(self, video: PreparedVideo, batch_size: int = BATCH_SIZE, explain: bool = False) -> dict:
+    def score_video(
+        self, video: PreparedVideo, batch_size: int = BATCH_SIZE, explain: bool = False
+    ) -> dict:
         started = time.perf_counter()
         timeline = []
         scored = self._score_images(video.frames, batch_size, explain)
@@ -376,7 +414,10 @@ class Detector:
 def _skipped(detection: FaceDetection | None) -> list[dict]:
     if detection is None:
         return []
-    return [{"box": [round(v, 1) for v in face.box], "reason": reason} for face, reason in detection.skipped]
+    return [
+        {"box": [round(v, 1) for v in face.box], "reason": reason}
+        for face, reason in detection.skipped
+    ]
 
 
 def _chunked(items: Iterable, size: int) -> Iterator[list]:

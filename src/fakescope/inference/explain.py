@@ -50,7 +50,11 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45)
 
 
 def explain_crops(
-    model: nn.Module, card: DetectorCard, crops: Sequence[np.ndarray], transform, batch_size: int = 16
+    model: nn.Module,
+    card: DetectorCard,
+    crops: Sequence[np.ndarray],
+    transform,
+    batch_size: int = 16,
 ) -> list[np.ndarray]:
     """Heat maps (model input size, [0, 1]) for RGB crops, `batch_size` crops per backward.
 
@@ -106,6 +110,14 @@ def explain_image(detector, image: np.ndarray) -> tuple[np.ndarray, float]:
         bx1, by1, bx2, by2 = (int(round(v)) for v in face["box"])
         thickness = max(2, round(max(height, width) / 400))
         cv2.rectangle(canvas, (bx1, by1), (bx2, by2), colour, thickness)
-        cv2.putText(canvas, f"P(fake) {score:.2f}", (bx1, max(by1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
-                    max(0.4, thickness / 4), colour, max(1, thickness // 2), cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"P(fake) {score:.2f}",
+            (bx1, max(by1 - 6, 12)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            max(0.4, thickness / 4),
+            colour,
+            max(1, thickness // 2),
+            cv2.LINE_AA,
+        )
     return canvas, p_fake

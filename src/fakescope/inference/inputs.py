@@ -59,7 +59,11 @@ def _expand_one(text: str) -> Iterator[ScanInput | InputProblem]:
         if not found:
             yield InputProblem(text, "folder holds no images or videos")
     elif path.exists():
-        yield ScanInput(path, kind_of(path)) if path.is_file() else InputProblem(text, "not a regular file")
+        yield (
+            ScanInput(path, kind_of(path))
+            if path.is_file()
+            else InputProblem(text, "not a regular file")
+        )
     elif GLOB_CHARACTERS & set(text):
         matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
         files = [m for m in matches if m.is_file() and _is_media(m.name)]
@@ -71,7 +75,9 @@ def _expand_one(text: str) -> Iterator[ScanInput | InputProblem]:
         yield InputProblem(text, "no such file or folder")
 
 
-def expand_inputs(items: Iterable[str], stdin: TextIO | None = None) -> Iterator[ScanInput | InputProblem]:
+def expand_inputs(
+    items: Iterable[str], stdin: TextIO | None = None
+) -> Iterator[ScanInput | InputProblem]:
     """Stream the inputs in the order given; `-` reads one path per line from `stdin`."""
     for text in items:
         if text == "-":

@@ -34,7 +34,9 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def load_detector(
-    name_or_path: str | Path = "default", backend: Literal["auto", "torch", "onnx"] = "auto", **options
+    name_or_path: str | Path = "default",
+    backend: Literal["auto", "torch", "onnx"] = "auto",
+    **options,
 ) -> Detector:
     """backend "auto": ONNX Runtime for an exported `.onnx` model and for the shipped default
     (its INT8 export, where installed), PyTorch for a checkpoint."""
@@ -49,11 +51,16 @@ def load_detector(
         return Detector(model, card, backend=backend_int8, source=str(DEFAULT_INT8), **options)
     if path.suffix == ".onnx":
         if backend == "torch":
-            raise CheckpointError(f"{path}: an ONNX model runs on the onnx backend only; give its checkpoint for torch")
+            raise CheckpointError(
+                f"{path}: an ONNX model runs on the onnx backend only; "
+                "give its checkpoint for torch"
+            )
         onnx_backend, card = onnx_model(path)
         return Detector(None, card, backend=onnx_backend, source=str(path), **options)
     if backend == "onnx":
-        raise CheckpointError(f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first")
+        raise CheckpointError(
+            f"{path}: the onnx backend needs an exported model; run `fakescope export {path}` first"
+        )
     model, card = load_checkpoint(path)
     return Detector(model, card, source=str(path), **options)
 

@@ -257,9 +257,7 @@ class CsvWriter(_StreamWriter):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._meta = dict(meta)
         # Undecodable bytes in file names become \udcXX text: the file stays valid UTF-8.
-        self._handle = open(
-            self.path, "w", encoding="utf-8", errors="backslashreplace", newline=""
-        )
+        self._handle = open(self.path, "w", encoding="utf-8", errors="backslashreplace", newline="")
         self._csv = csv_module.DictWriter(self._handle, fieldnames=CSV_COLUMNS)
         self._csv.writeheader()
         self._handle.flush()

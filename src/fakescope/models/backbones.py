@@ -179,9 +179,7 @@ def download_weights(pretrained_cfg: Mapping) -> Path:
     repo_id, revision = _hf_repo(pretrained_cfg)
     if repo_id:
         filename = _hf_filenames(pretrained_cfg)[0]
-        return Path(
-            hf_hub_download(repo_id, filename, revision=revision, cache_dir=hf_cache_dir())
-        )
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hf_cache_dir()))
     url = pretrained_cfg.get("url")
     if not url:
         architecture = pretrained_cfg.get("architecture")

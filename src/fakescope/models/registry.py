@@ -48,7 +48,9 @@ def register_detector(name: str, *, card: DetectorCard, loss: str, loss_args: di
     def decorator(builder):
         if name in _REGISTRY:
             raise ValueError(f"detector {name!r} is registered twice")
-        _REGISTRY[name] = DetectorSpec(name, builder, card.with_updates(name=name), loss, loss_args or {})
+        _REGISTRY[name] = DetectorSpec(
+            name, builder, card.with_updates(name=name), loss, loss_args or {}
+        )
         return builder
 
     return decorator

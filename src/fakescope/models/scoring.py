@@ -30,4 +30,6 @@ def probabilities(fake_logits: np.ndarray, temperature: float) -> np.ndarray:
     One computation everywhere keeps a threshold chosen on these probabilities exact when the
     detector scores the same images later.
     """
-    return torch.sigmoid(torch.from_numpy(np.asarray(fake_logits, dtype=np.float32)) / temperature).numpy()
+    return torch.sigmoid(
+        torch.from_numpy(np.asarray(fake_logits, dtype=np.float32)) / temperature
+    ).numpy()

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 # The page loads only its own files; heat maps arrive as data: URIs, previews as blob: URLs.
-_PAGE_POLICY = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'"
+_PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'"
+)
 
 _DETECT_BODY = {
     "required": True,
@@ -48,7 +50,9 @@ _DETECT_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
                 "required": ["files"],
             }
         }
@@ -76,7 +80,9 @@ class _Server:
     def start(self, detector: Detector) -> None:
         self.service = DetectionService(detector, self.settings)
         self.service.start()
-        self.executor = ThreadPoolExecutor(self.settings.request_threads, thread_name_prefix="fakescope-request")
+        self.executor = ThreadPoolExecutor(
+            self.settings.request_threads, thread_name_prefix="fakescope-request"
+        )
 
     def stop(self) -> None:
         if self.service is not None:
@@ -88,7 +94,8 @@ class _Server:
         if not self.slots.acquire(blocking=False):
             raise HTTPException(
                 503,
-                f"the server is busy ({self.settings.max_queue} requests in progress); retry shortly",
+                f"the server is busy ({self.settings.max_queue} requests in progress); "
+                "retry shortly",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             )
         with self._count_lock:
@@ -102,10 +109,26 @@ class _Server:
     def _gauges(self) -> dict[str, tuple[str, str, float]]:
         batcher = self.service.batcher if self.service else None
         return {
-            "fakescope_ready": ("gauge", "1 when the model is loaded and the batch worker runs.", float(self.ready)),
-            "fakescope_requests_in_flight": ("gauge", "Detection requests admitted and not finished.", self.in_flight),
-            "fakescope_model_batches_total": ("counter", "Forwards of the model (one per micro-batch).", batcher.batches if batcher else 0),
-            "fakescope_model_crops_total": ("counter", "Face cuts scored by the model (one per card margin per face).", batcher.crops_scored if batcher else 0),
+            "fakescope_ready": (
+                "gauge",
+                "1 when the model is loaded and the batch worker runs.",
+                float(self.ready),
+            ),
+            "fakescope_requests_in_flight": (
+                "gauge",
+                "Detection requests admitted and not finished.",
+                self.in_flight,
+            ),
+            "fakescope_model_batches_total": (
+                "counter",
+                "Forwards of the model (one per micro-batch).",
+                batcher.batches if batcher else 0,
+            ),
+            "fakescope_model_crops_total": (
+                "counter",
+                "Face cuts scored by the model (one per card margin per face).",
+                batcher.crops_scored if batcher else 0,
+            ),
         }
 
 
@@ -189,12 +212,20 @@ def create_app(
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         # compare_digest: the time taken does not reveal how much of the key matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.api_key.encode()
+        ):
+            raise HTTPException(
+                401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     def require_ready() -> DetectionService:
         if not server.ready:
-            raise HTTPException(503, "the model is not loaded yet", headers={"Retry-After": str(settings.retry_after_s)})
+            raise HTTPException(
+                503,
+                "the model is not loaded yet",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
         return server.service
 
     @app.get("/healthz", tags=["health"])
@@ -218,7 +249,12 @@ def create_app(
         detector = require_ready().detector
         return {"models": [{**detector.describe(), "card": detector.card.model_dump(mode="json")}]}
 
-    @app.post("/v1/detect", tags=["detection"], dependencies=[Depends(require_api_key)], openapi_extra={"requestBody": _DETECT_BODY})
+    @app.post(
+        "/v1/detect",
+        tags=["detection"],
+        dependencies=[Depends(require_api_key)],
+        openapi_extra={"requestBody": _DETECT_BODY},
+    )
     async def detect(request: Request, explain: bool = False) -> JSONResponse:
         """One or more images, or one video, as multipart form files -> a verdict per file.
 
@@ -233,9 +269,14 @@ def create_app(
             async with asyncio.timeout(settings.request_timeout_s):
                 started = time.perf_counter()
                 uploads = await read_uploads(request, settings)
-                request.state.upload_summary = {"files": len(uploads), "bytes": sum(len(u.data) for u in uploads)}
+                request.state.upload_summary = {
+                    "files": len(uploads),
+                    "bytes": sum(len(u.data) for u in uploads),
+                }
                 upload_ms = round((time.perf_counter() - started) * 1000, 2)
-                work = server.executor.submit(service.detect, uploads, explain, request.state.request_id)
+                work = server.executor.submit(
+                    service.detect, uploads, explain, request.state.request_id
+                )
                 # The slot is freed when the work ends, even if the client has been answered 504.
                 work.add_done_callback(lambda _: server.release())
                 handed_over = True
@@ -243,7 +284,9 @@ def create_app(
         except UploadRejected as error:
             raise HTTPException(error.status, error.message) from None
         except TimeoutError:
-            raise HTTPException(504, f"the request took longer than {settings.request_timeout_s:g} s") from None
+            raise HTTPException(
+                504, f"the request took longer than {settings.request_timeout_s:g} s"
+            ) from None
         finally:
             if not handed_over:
                 server.release()
@@ -256,7 +299,9 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_POLICY})
+        return FileResponse(
+            STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_POLICY}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -316,4 +361,6 @@ def serve(
     configure_access_log()
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
-    uvicorn.run(create_app(detector, settings), host=host, port=port, access_log=False, log_level="info")
+    uvicorn.run(
+        create_app(detector, settings), host=host, port=port, access_log=False, log_level="info"
+    )

@@ -49,7 +49,9 @@ class DetectionService:
         self.detector = detector
         self.settings = settings
         self.batcher = MicroBatcher(
-            detector.crop_logits, max_batch_crops=settings.max_batch_crops, max_wait_ms=settings.max_wait_ms
+            detector.crop_logits,
+            max_batch_crops=settings.max_batch_crops,
+            max_wait_ms=settings.max_wait_ms,
         )
         self._batched = _BatchedDetector(detector, self.batcher, settings.request_timeout_s)
 
@@ -67,13 +69,18 @@ class DetectionService:
             results = [self._video(uploads[0], explain)]
         else:
             results = self._images(uploads, explain)
-        return {"results": results, "processing_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {
+            "results": results,
+            "processing_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
 
     def _images(self, uploads: list[Upload], explain: bool) -> list[dict]:
         images = [self._decode(upload) for upload in uploads]
         if explain:
             with self.batcher.model_lock:
-                results = self.detector.predict_batch(images, self.settings.max_batch_crops, explain=True)
+                results = self.detector.predict_batch(
+                    images, self.settings.max_batch_crops, explain=True
+                )
         else:
             results = self._batched.predict_batch(images, self.settings.max_batch_crops)
         for result, upload in zip(results, uploads):
@@ -108,19 +115,30 @@ class DetectionService:
         try:
             with av.open(str(path)) as container:
                 streams = container.streams.video
-                size = (streams[0].codec_context.width, streams[0].codec_context.height) if streams else (0, 0)
+                size = (
+                    (streams[0].codec_context.width, streams[0].codec_context.height)
+                    if streams
+                    else (0, 0)
+                )
         except av.FFmpegError as error:
-            raise UploadRejected(422, f"{name}: cannot open as a video ({error.strerror or error})") from None
+            raise UploadRejected(
+                422, f"{name}: cannot open as a video ({error.strerror or error})"
+            ) from None
         if size[0] * size[1] > self.settings.max_pixels:
             raise UploadRejected(
-                413, f"{name}: {size[0]}x{size[1]} frames exceed the limit of {self.settings.max_pixels} pixels"
+                413,
+                f"{name}: {size[0]}x{size[1]} frames exceed the limit of "
+                f"{self.settings.max_pixels} pixels",
             )
 
     def _keep(self, uploads: list[Upload], request_id: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         for index, upload in enumerate(uploads):
             # The client's name is never part of the path.
-            target = self.settings.keep_uploads / f"{stamp}-{request_id}-{index}{upload.file_type.extension}"
+            target = (
+                self.settings.keep_uploads
+                / f"{stamp}-{request_id}-{index}{upload.file_type.extension}"
+            )
             atomic_write_bytes(target, upload.data)
 
 

@@ -37,7 +37,10 @@ class Metrics:
         with self._lock:
             self._requests[(route, method, status)] += 1
             buckets = self._buckets.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
-            index = next((i for i, edge in enumerate(LATENCY_BUCKETS) if seconds <= edge), len(LATENCY_BUCKETS))
+            index = next(
+                (i for i, edge in enumerate(LATENCY_BUCKETS) if seconds <= edge),
+                len(LATENCY_BUCKETS),
+            )
             buckets[index] += 1
             self._sums[route] += seconds
 
@@ -48,7 +51,10 @@ class Metrics:
         ]
         with self._lock:
             for (route, method, status), count in sorted(self._requests.items()):
-                lines.append(f"fakescope_requests_total{_labels(route=route, method=method, status=str(status))} {count}")
+                lines.append(
+                    "fakescope_requests_total"
+                    f"{_labels(route=route, method=method, status=str(status))} {count}"
+                )
             lines += [
                 "# HELP fakescope_request_duration_seconds Time from request to response.",
                 "# TYPE fakescope_request_duration_seconds histogram",
@@ -57,9 +63,17 @@ class Metrics:
                 cumulative = 0
                 for edge, count in zip((*LATENCY_BUCKETS, "+Inf"), buckets):
                     cumulative += count
-                    lines.append(f"fakescope_request_duration_seconds_bucket{_labels(route=route, le=str(edge))} {cumulative}")
-                lines.append(f"fakescope_request_duration_seconds_sum{_labels(route=route)} {self._sums[route]:.6f}")
-                lines.append(f"fakescope_request_duration_seconds_count{_labels(route=route)} {cumulative}")
+                    lines.append(
+                        "fakescope_request_duration_seconds_bucket"
+                        f"{_labels(route=route, le=str(edge))} {cumulative}"
+                    )
+                lines.append(
+                    "fakescope_request_duration_seconds_sum"
+                    f"{_labels(route=route)} {self._sums[route]:.6f}"
+                )
+                lines.append(
+                    f"fakescope_request_duration_seconds_count{_labels(route=route)} {cumulative}"
+                )
         for name, (kind, help_text, value) in self._gauges().items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
         return "\n".join(lines) + "\n"

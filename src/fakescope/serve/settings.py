@@ -37,8 +37,17 @@ class ServeSettings:
     keep_uploads: Path | None = None
 
     def __post_init__(self) -> None:
-        positive = ("max_image_bytes", "max_video_bytes", "max_pixels", "max_files", "video_frames",
-                    "max_batch_crops", "max_queue", "request_timeout_s", "request_threads")
+        positive = (
+            "max_image_bytes",
+            "max_video_bytes",
+            "max_pixels",
+            "max_files",
+            "video_frames",
+            "max_batch_crops",
+            "max_queue",
+            "request_timeout_s",
+            "request_threads",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -54,7 +63,9 @@ def resolve_api_key(api_key_file: Path | None) -> str | None:
         try:
             text = Path(api_key_file).read_text(encoding="utf-8")
         except OSError as error:
-            raise ApiKeyError(f"{api_key_file}: cannot read the API key file ({error.strerror or error})") from error
+            raise ApiKeyError(
+                f"{api_key_file}: cannot read the API key file ({error.strerror or error})"
+            ) from error
         key = text.splitlines()[0].strip() if text.strip() else ""
         if not key:
             raise ApiKeyError(f"{api_key_file}: the API key file is empty")

@@ -20,7 +20,9 @@ class FileType:
     extension: str  # for uploads kept on disk
 
 
-JPEG, PNG, GIF, BMP, TIFF, WEBP = (FileType("image", e) for e in (".jpg", ".png", ".gif", ".bmp", ".tif", ".webp"))
+JPEG, PNG, GIF, BMP, TIFF, WEBP = (
+    FileType("image", e) for e in (".jpg", ".png", ".gif", ".bmp", ".tif", ".webp")
+)
 MP4, AVI, MKV = (FileType("video", e) for e in (".mp4", ".avi", ".mkv"))
 
 _PREFIXES = (

@@ -40,7 +40,10 @@ class Upload:
 
 def request_limit(settings: ServeSettings) -> int:
     """The most bytes a request body may hold: one video, or `max_files` images."""
-    return max(settings.max_video_bytes, settings.max_image_bytes * settings.max_files) + _ENVELOPE_BYTES
+    return (
+        max(settings.max_video_bytes, settings.max_image_bytes * settings.max_files)
+        + _ENVELOPE_BYTES
+    )
 
 
 def file_limit(settings: ServeSettings, file_type: FileType | None) -> int:
@@ -101,7 +104,9 @@ class _PartCollector:
         if b"filename" not in options:
             return
         if len(self.uploads) >= self.settings.max_files:
-            raise UploadRejected(413, f"too many files: at most {self.settings.max_files} per request")
+            raise UploadRejected(
+                413, f"too many files: at most {self.settings.max_files} per request"
+            )
         self._name = client_name(options[b"filename"])
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -112,7 +117,10 @@ class _PartCollector:
             self._type = self._sniffed()
         limit = file_limit(self.settings, self._type)
         if len(self._data) > limit:
-            raise UploadRejected(413, f"{self._name}: larger than the limit of {_megabytes(limit)} for this kind of file")
+            raise UploadRejected(
+                413,
+                f"{self._name}: larger than the limit of {_megabytes(limit)} for this kind of file",
+            )
 
     def _part_end(self) -> None:
         if self._name is None:
@@ -127,7 +135,9 @@ class _PartCollector:
         file_type = sniff(bytes(self._data[:SNIFF_BYTES]))
         if file_type is None:
             raise UploadRejected(
-                415, f"{self._name}: not an image (JPEG, PNG, GIF, BMP, TIFF, WebP) or a video (MP4, MOV, AVI, MKV, WebM)"
+                415,
+                f"{self._name}: not an image (JPEG, PNG, GIF, BMP, TIFF, WebP) "
+                "or a video (MP4, MOV, AVI, MKV, WebM)",
             )
         return file_type
 
@@ -148,7 +158,9 @@ async def read_uploads(request: Request, settings: ServeSettings) -> list[Upload
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise UploadRejected(413, f"the request is larger than the limit of {_megabytes(limit)}")
+                raise UploadRejected(
+                    413, f"the request is larger than the limit of {_megabytes(limit)}"
+                )
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as error:
@@ -158,7 +170,9 @@ async def read_uploads(request: Request, settings: ServeSettings) -> list[Upload
 
 def _checked(uploads: list[Upload]) -> list[Upload]:
     if not uploads:
-        raise UploadRejected(400, "no file in the request: send one or more images, or one video, as form files")
+        raise UploadRejected(
+            400, "no file in the request: send one or more images, or one video, as form files"
+        )
     if len(uploads) > 1 and any(u.file_type.kind == "video" for u in uploads):
         raise UploadRejected(400, "send one video per request, or images only")
     return uploads

@@ -118,10 +118,16 @@ class UnfreezeBackbone(L.Callback):
             return
         detector = pl_module.detector
         if not hasattr(detector, "backbone_layers"):
-            raise TypeError(f"detector {pl_module.card.name!r} has no backbone_layers(); it cannot be fine-tuned in phases")
+            raise TypeError(
+                f"detector {pl_module.card.name!r} has no backbone_layers(); "
+                "it cannot be fine-tuned in phases"
+            )
         for layer in detector.backbone_layers()[-self.layers :]:
             for module in layer.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not self.train_batchnorm:
+                if (
+                    isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                    and not self.train_batchnorm
+                ):
                     continue
                 for param in module.parameters(recurse=False):
                     param.requires_grad_(True)

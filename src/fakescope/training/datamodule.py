@@ -16,9 +16,9 @@ from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
+from fakescope.data.discovery import DataSplits, Sample
 from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
-from fakescope.data.discovery import DataSplits, Sample
 from fakescope.models.card import DetectorCard
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ def crop_landmarks(config: DataConfig) -> dict[Path, np.ndarray]:
         if root and (Path(root) / LANDMARKS_FILE).is_file():
             landmarks.update(load_crop_landmarks(root))
         else:
-            log.warning("%s has no %s: self-blends there use a central ellipse", root, LANDMARKS_FILE)
+            log.warning(
+                "%s has no %s: self-blends there use a central ellipse", root, LANDMARKS_FILE
+            )
     return landmarks
 
 
@@ -103,12 +105,19 @@ class FolderDataModule(L.LightningDataModule):
         # Every option but the fake ratio is the blender's own (SbiConfig validates them again).
         sbi = SbiConfig(**options.model_dump(exclude={"fake_ratio"}))
         blends = SelfBlendedDataset(
-            reals, transform, self.landmarks, fake_ratio=options.fake_ratio, seed=self.seed, config=sbi
+            reals,
+            transform,
+            self.landmarks,
+            fake_ratio=options.fake_ratio,
+            seed=self.seed,
+            config=sbi,
         )
         return WithSelfBlends(dataset, blends)
 
     def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
-        workers = self.config.num_workers if self.config.num_workers is not None else os.cpu_count() or 1
+        workers = (
+            self.config.num_workers if self.config.num_workers is not None else os.cpu_count() or 1
+        )
         dataset = self._dataset(samples, train)
         if train and self.config.self_blend:
             # Keys carry the epoch to persistent workers, so each epoch blends new fakes.

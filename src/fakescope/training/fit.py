@@ -27,7 +27,12 @@ from fakescope.evaluation.predict import predict_loader
 from fakescope.evaluation.report import evaluate_scores
 from fakescope.models.registry import get_spec
 from fakescope.models.scoring import probabilities
-from fakescope.training.callbacks import AtomicCheckpointIO, EpochHistory, RngState, UnfreezeBackbone
+from fakescope.training.callbacks import (
+    AtomicCheckpointIO,
+    EpochHistory,
+    RngState,
+    UnfreezeBackbone,
+)
 from fakescope.training.datamodule import FolderDataModule
 from fakescope.training.module import DetectorModule, count_parameters
 from fakescope.utils import atomic_write_json, atomic_write_text
@@ -63,7 +68,10 @@ def resume_checkpoint(resume: Path) -> Path:
 
 def data_summary(splits: DataSplits) -> dict:
     counts = {
-        name: {"real": sum(s.label == 0 for s in samples), "fake": sum(s.label == 1 for s in samples)}
+        name: {
+            "real": sum(s.label == 0 for s in samples),
+            "fake": sum(s.label == 1 for s in samples),
+        }
         for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test))
     }
     return {
@@ -79,13 +87,18 @@ def check_trainable(splits: DataSplits) -> None:
     for name, samples in (("train", splits.train), ("val", splits.val)):
         for label, cls in ((0, "real"), (1, "fake")):
             if not any(s.label == label for s in samples):
-                raise DataError(f"the {name} split has no {cls} images; training needs both classes in train and val")
+                raise DataError(
+                    f"the {name} split has no {cls} images; "
+                    "training needs both classes in train and val"
+                )
 
 
 def model_summary(module: DetectorModule) -> dict:
     detector = module.detector
     total, trainable = count_parameters(detector)
-    size_bytes = sum(t.numel() * t.element_size() for t in list(detector.parameters()) + list(detector.buffers()))
+    size_bytes = sum(
+        t.numel() * t.element_size() for t in list(detector.parameters()) + list(detector.buffers())
+    )
     size = module.card.input_size
     was_training = detector.training
     detector.eval()
@@ -115,24 +128,34 @@ def csv_log_version(run_dir: Path, resuming: bool) -> str:
     return f"csv-resume-{n}"
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory]:
+def build_trainer(
+    config: TrainConfig, run_dir: Path, resuming: bool
+) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory]:
     tcfg = config.trainer
     es = tcfg.early_stopping
     monitor = es.monitor if es else "val_auc"
     mode = "min" if monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1
+    )
     # Every epoch's end, improved or not, for --resume: Lightning's own save_last writes only
     # when the monitored metric improved, so a resumed run would repeat the epochs after it.
-    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1)
+    latest = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1
+    )
     history = EpochHistory(run_dir)
     callbacks: list[L.Callback] = [checkpoint, latest, history, RngState()]
     if es:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta))
+        callbacks.append(
+            EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta)
+        )
     if tcfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if config.finetune:
         ft = config.finetune
-        callbacks.append(UnfreezeBackbone(ft.unfreeze_at_epoch, ft.unfreeze_layers, ft.train_batchnorm))
+        callbacks.append(
+            UnfreezeBackbone(ft.unfreeze_at_epoch, ft.unfreeze_layers, ft.train_batchnorm)
+        )
     multi_process = tcfg.num_nodes > 1 or (tcfg.devices not in (1, "1", "auto"))
     trainer = L.Trainer(
         default_root_dir=run_dir,
@@ -159,7 +182,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[L
 
 
 def fit(config: TrainConfig, resume: Path | None = None) -> Path:
-    """Train, choose the checkpoint on validation, score the test split once. Returns the run dir."""
+    """Train, pick the checkpoint on validation, score the test split once. Returns the run dir."""
     resume = Path(resume) if resume else None
     resume_ckpt = resume_checkpoint(resume) if resume else None
     run_dir = resolve_run_dir(config, resume)
@@ -176,11 +199,15 @@ def fit(config: TrainConfig, resume: Path | None = None) -> Path:
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
         atomic_write_json(run_dir / "data_summary.json", summary)
         if splits.skipped:
-            log.warning("skipped %d unreadable files (listed in data_summary.json)", len(splits.skipped))
+            log.warning(
+                "skipped %d unreadable files (listed in data_summary.json)", len(splits.skipped)
+            )
 
     card = get_spec(config.model.name).card.with_updates(**config.model.card)
     datamodule = FolderDataModule(config.data, card, splits, config.trainer.seed)
-    module = DetectorModule(config.model_dump(mode="json"), class_weights=datamodule.loss_class_weights())
+    module = DetectorModule(
+        config.model_dump(mode="json"), class_weights=datamodule.loss_class_weights()
+    )
     if config.trainer.channels_last:
         module = module.to(memory_format=torch.channels_last)
     if is_launcher:
@@ -197,8 +224,14 @@ def fit(config: TrainConfig, resume: Path | None = None) -> Path:
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return run_dir
-    eval_sets = {"val": splits.val, "test": splits.test, **{f"test_{n}": s.test for n, s in by_source.items()}}
-    results = final_results(run_dir, datamodule, eval_sets, checkpoint, history, trainer, train_seconds, summary)
+    eval_sets = {
+        "val": splits.val,
+        "test": splits.test,
+        **{f"test_{n}": s.test for n, s in by_source.items()},
+    }
+    results = final_results(
+        run_dir, datamodule, eval_sets, checkpoint, history, trainer, train_seconds, summary
+    )
     atomic_write_json(run_dir / "results.json", results)
     return run_dir
 
@@ -222,7 +255,13 @@ def final_results(
         labels, logits = predict_loader(detector, card, datamodule.eval_dataloader(samples))
         probs = probabilities(logits, card.temperature)
         splits[name] = evaluate_scores(
-            labels, probs, card.threshold, card.threshold_source, run_dir, prefix=f"{name}_", title=f"{card.name} ({name})"
+            labels,
+            probs,
+            card.threshold,
+            card.threshold_source,
+            run_dir,
+            prefix=f"{name}_",
+            title=f"{card.name} ({name})",
         )
     best_score = checkpoint.best_model_score
     return {

@@ -35,7 +35,10 @@ class DetectorModule(L.LightningModule):
         self.card = self.detector.card
         spec = get_spec(model_cfg.name)
         loss_name = self.config.loss.name or spec.loss
-        loss_args = {**(spec.loss_args if self.config.loss.name is None else {}), **self.config.loss.args}
+        loss_args = {
+            **(spec.loss_args if self.config.loss.name is None else {}),
+            **self.config.loss.args,
+        }
         if class_weights is not None:
             loss_args["class_weights"] = torch.tensor(class_weights, dtype=torch.float32)
         self.loss_fn = create_loss(loss_name, **loss_args)
@@ -67,7 +70,15 @@ class DetectorModule(L.LightningModule):
         # update(), not a call: a call also scores the batch on its own, which nothing logs.
         self.train_acc.update(probs, labels)
         batch_size = labels.shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
@@ -80,7 +91,9 @@ class DetectorModule(L.LightningModule):
         # training reads only a batch or two, so it scores no AUC at all.
         self.val_acc.update(probs, labels)
         batch_size = labels.shape[0]
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log(
+            "val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True
+        )
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=batch_size)
         if not self.trainer.sanity_checking:
             self.val_auc.update(probs, labels)
@@ -91,8 +104,16 @@ class DetectorModule(L.LightningModule):
         # Frozen backbone parameters sit in their group from the start, so unfreezing them later
         # (the fine-tuning phase) needs no new group and every scheduler keeps working.
         groups = [
-            {"params": list(self.detector.backbone_parameters()), "lr": opt_cfg.lr_backbone, "name": "backbone"},
-            {"params": list(self.detector.head_parameters()), "lr": opt_cfg.lr_head, "name": "head"},
+            {
+                "params": list(self.detector.backbone_parameters()),
+                "lr": opt_cfg.lr_backbone,
+                "name": "backbone",
+            },
+            {
+                "params": list(self.detector.head_parameters()),
+                "lr": opt_cfg.lr_head,
+                "name": "head",
+            },
         ]
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=opt_cfg.weight_decay)
@@ -112,7 +133,11 @@ class DetectorModule(L.LightningModule):
             return {"scheduler": sched, "interval": "epoch"}
         if cfg.name == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+                optimizer,
+                mode="min",
+                factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience,
+                min_lr=cfg.min_lr,
             )
             return {"scheduler": sched, "interval": "epoch", "monitor": "val_loss"}
         sched = torch.optim.lr_scheduler.OneCycleLR(
