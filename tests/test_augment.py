@@ -166,3 +166,25 @@ def test_reframe_applies_to_training_only_and_comes_first():
     assert train(image).shape == (3, 32, 32)
     evaluation = build_transform("light", 32, stats, stats, train=False, reframe=(1.0, 0.8))
     assert not any(isinstance(t, RandomReframe) for t in evaluation.pipeline.transforms)
+
+
+def test_a_mask_goes_through_the_same_cuts_flips_and_resizes_as_its_image():
+    import numpy as np
+
+    from fakescope.data.augment import build_transform
+
+    size = 128
+    ramp = np.tile(np.linspace(0.0, 1.0, size, dtype=np.float32), (size, 1))
+    # Channel 0 carries the mask itself; "none" adds no photometric change to tell apart.
+    image = np.stack([ramp * 255, ramp.T * 255, np.zeros_like(ramp)], axis=-1).astype(np.uint8)
+    transform = build_transform(
+        "none", 32, (0.0,) * 3, (1.0,) * 3, train=True, seed=0, reframe=(1.0, 0.6)
+    )
+    starts = set()
+    for _ in range(20):
+        pixels, mask = transform.with_mask(image, ramp)
+        assert mask.shape == (32, 32)
+        # Linear (image) against nearest (mask) resizing: about one source step apart.
+        assert (pixels[0] - mask).abs().max() < 0.05
+        starts.add(round(float(mask[0, 0]), 2))
+    assert len(starts) > 5  # the window moved, and the mask with it

@@ -142,3 +142,24 @@ def test_mismatched_shapes_are_a_clear_error():
         loss(torch.zeros(4, 1), torch.zeros(3))
     with pytest.raises(ValueError, match="logits must be"):
         loss(torch.zeros(4, 3), torch.zeros(4))
+
+
+def test_blend_mask_loss_pools_the_mask_and_leaves_unknown_items_out():
+    from fakescope.models.losses import blend_mask_loss
+
+    masks = torch.zeros(3, 8, 8)
+    masks[0, :4, :4] = 1.0  # a blend over one quarter: one cell of a 2 x 2 map
+    known = torch.tensor([1.0, 1.0, 0.0])
+    right = torch.full((3, 1, 2, 2), -8.0)
+    right[0, 0, 0, 0] = 8.0
+    wrong = -right
+    assert blend_mask_loss(right, masks, known) < 0.01 < 5.0 < blend_mask_loss(wrong, masks, known)
+    # The unknown item (index 2) counts for nothing, whatever it predicts.
+    moved = right.clone()
+    moved[2] = 8.0
+    assert torch.equal(blend_mask_loss(moved, masks, known), blend_mask_loss(right, masks, known))
+    expected = F.binary_cross_entropy_with_logits(
+        right[:2], torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    )
+    assert torch.allclose(blend_mask_loss(right, masks, known), expected)
+    assert blend_mask_loss(right, masks, torch.zeros(3)) == 0.0

@@ -22,6 +22,7 @@ from fakescope.data.sbi import (
     EpochKeySampler,
     SbiConfig,
     SelfBlendedDataset,
+    WithSelfBlends,
     landmarks_for,
     pick_donor,
     self_blend,
@@ -477,6 +478,43 @@ def test_dataset_splices_parts_of_another_real_face(real_samples):
             if j != index
         ]
         assert max(from_donor) > 0.02
+
+
+def test_dataset_with_masks_gives_each_item_its_blend_mask(real_samples):
+    from fakescope.data.augment import build_transform
+
+    # Re-framed, flipped and resized: the mask must go where the blend went.
+    transform = build_transform(
+        "light", 32, (0.0,) * 3, (1.0,) * 3, train=True, seed=0, reframe=(1.0, 0.7)
+    )
+    dataset = SelfBlendedDataset(
+        real_samples,
+        transform,
+        _landmarks_64(real_samples),
+        fake_ratio=0.5,
+        seed=1,
+        with_masks=True,
+    )
+    items = [dataset[(0, index)] for index in range(len(dataset))]
+    for image, label, mask, known in items:
+        assert image.shape == (3, 32, 32) and mask.shape == (32, 32) and known == 1.0
+        assert (mask.sum() > 0) == (label == 1)
+    batch = collate_skip_broken(items)
+    assert [part.shape for part in batch] == [(10, 3, 32, 32), (10,), (10, 32, 32), (10,)]
+    assert batch[2].dtype == torch.float32
+
+
+def test_with_self_blends_knows_real_masks_and_leaves_data_set_fakes_unknown(real_samples):
+    base = [(torch.ones(3, 8, 8), 0), None, (torch.ones(3, 8, 8), 1)]
+    blends = SelfBlendedDataset(real_samples, _to_tensor, {}, with_masks=True)
+    joined = WithSelfBlends(base, blends)
+    real, broken, fake = (joined[(0, index)] for index in range(3))
+    assert broken is None
+    # (image, label, mask, known): a real face is blended nowhere; a data set's fake is unknown.
+    assert (real[1], real[3]) == (0, 1.0) and (fake[1], fake[3]) == (1, 0.0)
+    assert real[2].shape == fake[2].shape == (8, 8) and not real[2].any() and not fake[2].any()
+    plain = WithSelfBlends(base, SelfBlendedDataset(real_samples, _to_tensor, {}))
+    assert plain[(0, 2)] == base[2]
 
 
 def test_epoch_key_sampler_carries_the_epoch_through_a_loader(real_samples):

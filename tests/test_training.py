@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -302,6 +303,7 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
         generated_prob=0.1,
         splice_prob=0.2,
         part_mask_prob=0.7,
+        mask_loss_weight=0.5,
     )
     config = _config(data, tmp_path / "runs", epochs=1).data.model_copy(
         update={"self_blend": options}
@@ -310,9 +312,55 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     splits, _ = discover_sources(config, tmp_path / "run")
     module = FolderDataModule(config, get_spec("lite0").card, splits, seed=0)
     blends = module.train_dataloader().dataset.blends
-    assert blends.fake_ratio == 0.5
-    chosen = options.model_dump(exclude={"fake_ratio"})
+    assert blends.fake_ratio == 0.5 and blends.with_masks
+    chosen = options.model_dump(exclude={"fake_ratio", "mask_loss_weight"})
     assert {name: getattr(blends.config, name) for name in chosen} == chosen
+
+
+def test_the_blend_mask_loss_trains_a_head_that_checkpoints_leave_out(tmp_path: Path):
+    from fakescope.config import SelfBlendConfig
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=8)
+    config = _config(data, tmp_path / "runs", epochs=1)
+    blends = SelfBlendConfig(fake_ratio=1.0, mask_loss_weight=1.0)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"batch_size": 8, "self_blend": blends})}
+    )
+    run = fit(config)
+    with open(run / "logs" / "csv" / "metrics.csv", newline="") as rows:
+        logged = [float(row["train_mask_loss_epoch"] or "nan") for row in csv.DictReader(rows)]
+    assert [value for value in logged if value > 0], "no blend-mask loss was logged"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["mask_head.weight"].shape == (1, 1280, 1, 1)
+    detector, _ = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert not [key for key in detector.state_dict() if "mask_head" in key]
+
+
+def test_the_blend_mask_loss_reads_the_detectors_last_feature_map():
+    from fakescope.config import SelfBlendConfig
+    from fakescope.models.losses import blend_mask_loss
+
+    L.seed_everything(0)
+    # Eval mode: no dropout draws or batch statistics between the passes compared.
+    module = _small_lite0_module(self_blend=SelfBlendConfig(mask_loss_weight=0.5)).eval()
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    masks, known = torch.zeros(4, 64, 64), torch.tensor([1.0, 1.0, 1.0, 0.0])
+    masks[1, 16:48, 16:48] = 1.0
+    loss, probs, _, mask_loss = module._step((images, labels, masks, known))
+    features = module.detector.forward_features(images)
+    assert torch.allclose(mask_loss, blend_mask_loss(module.mask_head(features), masks, known))
+    assert torch.allclose(loss, module.loss_fn(module.detector(images), labels))
+    with warnings.catch_warnings():  # self.log() outside a Trainer warns and logs nothing
+        warnings.simplefilter("ignore")
+        total = module.training_step((images, labels, masks, known), 0)
+    assert torch.allclose(total, loss + 0.5 * mask_loss)
+    # Validation batches carry no masks: the step scores them as before.
+    assert module._step((images, labels))[3] is None
+    mask_loss.backward()
+    assert module.mask_head.weight.grad.abs().sum() > 0
+    assert module.detector.classifier.weight.grad is None
+    with pytest.raises(ValueError, match="mask_loss_weight needs a detector with one feature map"):
+        _small_lite0_module("mobilenetv2-attention", self_blend=SelfBlendConfig(mask_loss_weight=1))
 
 
 def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
@@ -341,11 +389,11 @@ def test_ema_weights_are_checkpointed_loaded_and_resumed(tmp_path: Path):
             assert torch.allclose(value.float(), again[state][key].float(), atol=1e-5), (state, key)
 
 
-def _small_lite0_module() -> DetectorModule:
+def _small_lite0_module(detector: str = "lite0", **data) -> DetectorModule:
     """A randomly initialised lite0 on 64-px inputs, for tests that drive a Lightning Trainer."""
     config = TrainConfig(
-        data=DataConfig(root="unused"),
-        model=ModelConfig(name="lite0", pretrained=False, card={"input_size": 64}),
+        data=DataConfig(root="unused", **data),
+        model=ModelConfig(name=detector, pretrained=False, card={"input_size": 64}),
         scheduler=SchedulerConfig(name="none"),
         trainer=TrainerConfig(max_epochs=1, early_stopping=None),
     )

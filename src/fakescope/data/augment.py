@@ -50,11 +50,23 @@ class AugmentTransform:
         self._worker_seed: int | None = None
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
+        self._seed_for_worker()
+        return self.pipeline(image=image)["image"]
+
+    def with_mask(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and a mask of its pixels (H x W float) through the same geometry.
+
+        Crops, flips and resizes move the mask with the image; photometric steps leave it.
+        """
+        self._seed_for_worker()
+        out = self.pipeline(image=image, mask=mask)
+        return out["image"], out["mask"]
+
+    def _seed_for_worker(self) -> None:
         worker = get_worker_info()
         if worker is not None and worker.seed != self._worker_seed:
             self._worker_seed = worker.seed
             self.pipeline.set_random_seed(worker.seed % 2**32)
-        return self.pipeline(image=image)["image"]
 
 
 def build_transform(
@@ -99,11 +111,12 @@ def build_transform(
     return AugmentTransform(A.Compose([*steps, *finish], seed=seed))
 
 
-class RandomReframe(A.ImageOnlyTransform):
+class RandomReframe(A.DualTransform):
     """Cut a window of random scale (min_scale to 1, same for both sides) at a random place.
 
     On a face crop this is another face detector's box: tighter or shifted. The window is
-    not resized; the preset's resize that follows brings it to the input size.
+    not resized; the preset's resize that follows brings it to the input size. A mask is cut
+    with the image.
     """
 
     def __init__(self, min_scale: float, p: float = 1.0):

@@ -721,7 +721,9 @@ class SelfBlendedDataset(Dataset):
     `set_epoch`; wrap the sampler in `EpochKeySampler` so the epoch travels with each key.
     Items are (transform(image), label), or None for a file that cannot be decoded (use
     `collate_skip_broken`). Images missing from `landmarks` are blended with the fallback
-    ellipse.
+    ellipse. With `with_masks` (the transform must be an `AugmentTransform`), items are
+    (image, label, mask, known): the blend mask through the image's geometry (all zeros for
+    a real face) and known = 1.0, as every mask here is known.
     """
 
     def __init__(
@@ -733,6 +735,7 @@ class SelfBlendedDataset(Dataset):
         seed: int = 0,
         config: SbiConfig | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        with_masks: bool = False,
     ):
         if not 0.0 <= fake_ratio <= 1.0:
             raise ValueError(f"fake_ratio must be in [0, 1], got {fake_ratio}")
@@ -756,6 +759,7 @@ class SelfBlendedDataset(Dataset):
         self.seed = seed
         self.config = config or SbiConfig()
         self.max_pixels = max_pixels
+        self.with_masks = with_masks
         self.epoch = 0
         self._fakes_of_epoch: tuple[int, np.ndarray] | None = None
         # Per process: each DataLoader worker warns once about each file it meets.
@@ -776,20 +780,24 @@ class SelfBlendedDataset(Dataset):
             self._fakes_of_epoch = (epoch, chosen)
         return bool(self._fakes_of_epoch[1][index])
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple | None:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
         image = decode_or_warn(sample.path, self.max_pixels, self._warned)
         if image is None:
             return None
         if not self.is_fake(index, epoch):
-            return self.transform(image), 0
+            pixels = self.transform(image)
+            return with_mask_target(pixels, 0) if self.with_masks else (pixels, 0)
         # A stream of its own, apart from the [seed, epoch] one that picks the fakes.
         rng = np.random.default_rng([self.seed, epoch, index, 1])
-        fake, _ = self_blend(
+        fake, mask = self_blend(
             image, self.landmarks[index], rng, self.config, self._donor(index, rng)
         )
-        return self.transform(fake), 1
+        if not self.with_masks:
+            return self.transform(fake), 1
+        pixels, mask = self.transform.with_mask(fake, mask)
+        return pixels, 1, mask, 1.0
 
     def _donor(self, index: int, rng: np.random.Generator) -> Donor | None:
         position = self._donor_position.get(index)
@@ -840,11 +848,23 @@ class WithSelfBlends(Dataset):
     def __len__(self) -> int:
         return len(self.base) + len(self.blends)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: tuple[int, int]) -> tuple | None:
         epoch, index = key
-        if index < len(self.base):
-            return self.base[index]
-        return self.blends[(epoch, index - len(self.base))]
+        if index >= len(self.base):
+            return self.blends[(epoch, index - len(self.base))]
+        item = self.base[index]
+        if item is None or not self.blends.with_masks:
+            return item
+        return with_mask_target(*item)
+
+
+def with_mask_target(pixels: torch.Tensor, label: int) -> tuple:
+    """An item of a data set's own as (image, label, mask, known) for the blend-mask loss.
+
+    A real face is known to be blended nowhere (mask all zeros, known 1.0); where a data
+    set's fake was altered is not known (known 0.0: the loss leaves it out).
+    """
+    return pixels, label, torch.zeros(pixels.shape[-2:]), float(label == 0)
 
 
 # --- offline generation --------------------------------------------------------------------

@@ -179,3 +179,18 @@ def _checked_gamma(gamma: float) -> float:
     if gamma < 0:
         raise ValueError(f"focal gamma must be >= 0, got {gamma}")
     return float(gamma)
+
+
+def blend_mask_loss(
+    mask_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor
+) -> torch.Tensor:
+    """Where a face was blended: BCE of per-cell logits against the mask pooled to the cells.
+
+    mask_logits: (B, 1, h, w), one logit per cell of a feature map; masks: (B, H, W) in [0, 1]
+    at the input's size; known: (B,) 1.0 where the mask is known, 0.0 where it is not (a data
+    set's own fake). The mean over the known items; 0 when none is known.
+    """
+    targets = F.adaptive_avg_pool2d(masks[:, None].float(), mask_logits.shape[-2:])
+    per_cell = F.binary_cross_entropy_with_logits(mask_logits.float(), targets, reduction="none")
+    known = known.float()
+    return (per_cell.mean(dim=(1, 2, 3)) * known).sum() / known.sum().clamp(min=1.0)

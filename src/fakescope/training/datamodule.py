@@ -102,8 +102,8 @@ class FolderDataModule(L.LightningDataModule):
             return dataset
         reals = [s for s in samples if s.label == 0]
         options = self.config.self_blend
-        # Every option but the fake ratio is the blender's own (SbiConfig validates them again).
-        sbi = SbiConfig(**options.model_dump(exclude={"fake_ratio"}))
+        # Every option but these two is the blender's own (SbiConfig validates them again).
+        sbi = SbiConfig(**options.model_dump(exclude={"fake_ratio", "mask_loss_weight"}))
         blends = SelfBlendedDataset(
             reals,
             transform,
@@ -111,6 +111,7 @@ class FolderDataModule(L.LightningDataModule):
             fake_ratio=options.fake_ratio,
             seed=self.seed,
             config=sbi,
+            with_masks=options.mask_loss_weight > 0,
         )
         return WithSelfBlends(dataset, blends)
 

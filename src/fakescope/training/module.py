@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 from fakescope import __version__
 from fakescope.checkpoint import CHECKPOINT_KEY
 from fakescope.config import TrainConfig
-from fakescope.models.losses import create_loss
+from fakescope.models.losses import blend_mask_loss, create_loss
 from fakescope.models.registry import create_detector, get_spec
 from fakescope.models.scoring import fake_logit
 
@@ -42,9 +42,26 @@ class DetectorModule(L.LightningModule):
         if class_weights is not None:
             loss_args["class_weights"] = torch.tensor(class_weights, dtype=torch.float32)
         self.loss_fn = create_loss(loss_name, **loss_args)
+        self.mask_head = self._mask_head()
         self.train_acc = BinaryAccuracy()
         self.val_acc = BinaryAccuracy()
         self.val_auc = BinaryAUROC()
+
+    def _mask_head(self) -> nn.Module | None:
+        """The blend-mask head (`data.self_blend.mask_loss_weight`): training only.
+
+        It lives here, not in the detector, so that checkpoints still hold the detector's
+        weights alone under `detector.` and exports keep their one output.
+        """
+        blends = self.config.data.self_blend
+        if blends is None or blends.mask_loss_weight == 0:
+            return None
+        if not hasattr(self.detector, "forward_features"):
+            raise ValueError(
+                f"data.self_blend.mask_loss_weight needs a detector with one feature map "
+                f"(lite0, lite1, lite2); {self.config.model.name} has none"
+            )
+        return nn.Conv2d(self.detector.backbone.num_features, 1, kernel_size=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.detector(images)
@@ -54,22 +71,34 @@ class DetectorModule(L.LightningModule):
         # the detector's own rule (frozen BatchNorm keeps its running statistics).
         self.detector.train()
 
-    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels = batch
+    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(classification loss, P(fake), labels, blend-mask loss or None).
+
+        Training batches carry (masks, known) after the labels when the mask loss is on.
+        """
+        images, labels, *mask_targets = batch
         if self.config.trainer.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        logits = self(images)
+        if self.mask_head is not None and mask_targets:
+            features = self.detector.forward_features(images)
+            logits = self.detector.forward_head(features)
+            mask_loss = blend_mask_loss(self.mask_head(features), *mask_targets)
+        else:
+            logits, mask_loss = self(images), None
         loss = self.loss_fn(logits, labels)
         probs = torch.sigmoid(fake_logit(logits, self.card).float())
-        return loss, probs, labels
+        return loss, probs, labels, mask_loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file of this batch failed to decode
             return None
-        loss, probs, labels = self._step(batch)
+        loss, probs, labels, mask_loss = self._step(batch)
         # update(), not a call: a call also scores the batch on its own, which nothing logs.
         self.train_acc.update(probs, labels)
         batch_size = labels.shape[0]
+        if mask_loss is not None:
+            self.log("train_mask_loss", mask_loss, on_epoch=True, batch_size=batch_size)
+            loss = loss + self.config.data.self_blend.mask_loss_weight * mask_loss
         self.log(
             "train_loss",
             loss,
@@ -85,7 +114,7 @@ class DetectorModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         if batch is None:
             return
-        loss, probs, labels = self._step(batch)
+        loss, probs, labels, _ = self._step(batch)
         # update(), not a call: a per-batch AUC is meaningless (and warns) on a batch of one
         # class, and the metrics are only logged for the whole epoch. The sanity pass before
         # training reads only a batch or two, so it scores no AUC at all.
@@ -110,7 +139,8 @@ class DetectorModule(L.LightningModule):
                 "name": "backbone",
             },
             {
-                "params": list(self.detector.head_parameters()),
+                "params": list(self.detector.head_parameters())
+                + (list(self.mask_head.parameters()) if self.mask_head is not None else []),
                 "lr": opt_cfg.lr_head,
                 "name": "head",
             },

@@ -27,8 +27,14 @@ class EfficientNetLiteDetector(BackboneDetector):
         self.classifier = nn.Linear(backbone.num_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.pool(self.backbone(x)).flatten(1)
-        return self.classifier(self.dropout(features))
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, (B, num_features, H/32, W/32): what an auxiliary head reads."""
+        return self.backbone(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pool(features).flatten(1)))
 
 
 def build_lite(
