@@ -859,10 +859,11 @@ class WithSelfBlends(Dataset):
 
 
 def with_mask_target(pixels: torch.Tensor, label: int) -> tuple:
-    """An item of a data set's own as (image, label, mask, known) for the blend-mask loss.
+    """An item that was not self-blended, as (image, label, mask, known) for the mask loss.
 
-    A real face is known to be blended nowhere (mask all zeros, known 1.0); where a data
-    set's fake was altered is not known (known 0.0: the loss leaves it out).
+    A real face (a data set's, or a self-blend copy left real) is known to be blended
+    nowhere (mask all zeros, known 1.0); where a data set's fake was altered is not known
+    (known 0.0: the loss leaves it out).
     """
     return pixels, label, torch.zeros(pixels.shape[-2:]), float(label == 0)
 
