@@ -61,7 +61,7 @@ class DetectorModule(L.LightningModule):
                 f"data.self_blend.mask_loss_weight needs a detector with one feature map "
                 f"(lite0, lite1, lite2); {self.config.model.name} has none"
             )
-        return nn.Conv2d(self.detector.backbone.num_features, 1, kernel_size=1)
+        return nn.Conv2d(self.detector.num_features, 1, kernel_size=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.detector(images)

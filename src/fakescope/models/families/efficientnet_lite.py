@@ -22,9 +22,10 @@ class EfficientNetLiteDetector(BackboneDetector):
     def __init__(self, backbone: nn.Module, drop_rate: float) -> None:
         super().__init__()
         self.backbone = backbone
+        self.num_features = backbone.num_features  # channels of forward_features' map
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(backbone.num_features, 1)
+        self.classifier = nn.Linear(self.num_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
