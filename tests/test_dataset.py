@@ -221,3 +221,29 @@ def test_toy_dataset_argument_errors(tmp_path: Path) -> None:
         make_toy_dataset(tmp_path / "x", n_per_class=2, layout="split")
     with pytest.raises(ValueError, match="size"):
         make_toy_dataset(tmp_path / "x", size=8)
+
+
+def test_with_masks_items_say_where_a_fake_was_altered_when_it_is_known(tmp_path: Path) -> None:
+    # (image, label, mask, known): a real face is altered nowhere; a fake with a mask file
+    # carries it through the image's geometry; a fake without one is left out (known 0).
+    rng = np.random.default_rng(3)
+    paths = [
+        _write_png(tmp_path / f"{name}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        for name in ("real", "fake_masked", "fake_unknown")
+    ]
+    mask_file = tmp_path / "mask.png"
+    left_half = np.zeros((32, 32), np.uint8)
+    left_half[:, :16] = 255
+    cv2.imwrite(str(mask_file), left_half)
+    samples = [Sample(paths[0], 0), Sample(paths[1], 1), Sample(paths[2], 1)]
+    transform = build_transform("none", 16, (0.5,) * 3, (0.5,) * 3, train=False)
+    dataset = ImageDataset(samples, transform, masks={paths[1].resolve(): mask_file})
+    real, masked, unknown = (dataset[i] for i in range(3))
+    assert (real[1], real[3]) == (0, 1.0) and not real[2].any()
+    assert (masked[1], masked[3]) == (1, 1.0)
+    assert masked[2].shape == (16, 16)
+    assert masked[2][:, :7].min() > 0.99 and masked[2][:, 9:].max() < 0.01
+    assert (unknown[1], unknown[3]) == (1, 0.0) and not unknown[2].any()
+    batch = collate_skip_broken([real, masked, unknown])
+    assert [part.shape for part in batch] == [(3, 3, 16, 16), (3,), (3, 16, 16), (3,)]
+    assert ImageDataset(samples, transform)[1][1] == 1  # without masks: (image, label)

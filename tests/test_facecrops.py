@@ -12,6 +12,7 @@ from skimage import data as skdata
 
 from fakescope.data.discovery import DataError, discover_folder, groups_from_pairs_csv
 from fakescope.data.facecrops import LANDMARKS_FILE, extract_face_crops, load_crop_landmarks
+from fakescope.data.pairmasks import load_crop_masks, read_mask
 
 
 def make_source(root: Path) -> Path:
@@ -81,3 +82,30 @@ def test_crops_split_as_their_source(tmp_path: Path):
             for found in (raw, crops)
         ]
         assert names[0] == names[1], split
+
+
+def test_paired_fakes_that_line_up_get_a_mask_cut_as_their_crop(tmp_path: Path):
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "fake").mkdir()
+    photo = skdata.astronaut()
+    swapped = photo.copy()
+    # The nose and mouth (the face's box is about x 180-266, y 65-173) made brighter.
+    swapped[115:150, 200:250] = np.clip(swapped[115:150, 200:250].astype(int) + 60, 0, 255)
+    Image.fromarray(photo).save(src / "real" / "person.jpg", quality=95)
+    Image.fromarray(swapped).save(src / "fake" / "swapped.jpg", quality=95)
+    Image.fromarray(photo[:, ::-1].copy()).save(src / "fake" / "mirror.jpg", quality=95)
+    (src / "pairs.csv").write_text("real,fake\nperson.jpg,swapped.jpg\nperson.jpg,mirror.jpg\n")
+    out = tmp_path / "crops"
+    summary = extract_face_crops(src, out, size=128)
+    # The mirror image differs from its real everywhere: no mask; the swap gets one.
+    assert (summary["difference_masks"], summary["pairs_without_mask"]) == (1, 1)
+    masks = load_crop_masks(out)
+    assert list(masks) == [(out / "fake" / "swapped.png").resolve()]
+    mask = read_mask(masks[(out / "fake" / "swapped.png").resolve()])
+    assert mask.shape == (128, 128)
+    # The crop is the square x 153-293, y 49-189 at 128/140 px a pixel: the patch lands on
+    # rows 60-92 and columns 43-89 of it (a few pixels more after smoothing).
+    assert mask[66:86, 50:82].mean() > 0.9
+    rows, cols = np.nonzero(mask > 0.5)
+    assert 52 <= rows.min() and rows.max() <= 100 and 35 <= cols.min() and cols.max() <= 97

@@ -504,17 +504,14 @@ def test_dataset_with_masks_gives_each_item_its_blend_mask(real_samples):
     assert batch[2].dtype == torch.float32
 
 
-def test_with_self_blends_knows_real_masks_and_leaves_data_set_fakes_unknown(real_samples):
+def test_with_self_blends_puts_the_blends_after_the_data_set(real_samples):
     base = [(torch.ones(3, 8, 8), 0), None, (torch.ones(3, 8, 8), 1)]
-    blends = SelfBlendedDataset(real_samples, _to_tensor, {}, with_masks=True)
+    blends = SelfBlendedDataset(real_samples, _to_tensor, {}, seed=2)
     joined = WithSelfBlends(base, blends)
-    real, broken, fake = (joined[(0, index)] for index in range(3))
-    assert broken is None
-    # (image, label, mask, known): a real face is blended nowhere; a data set's fake is unknown.
-    assert (real[1], real[3]) == (0, 1.0) and (fake[1], fake[3]) == (1, 0.0)
-    assert real[2].shape == fake[2].shape == (8, 8) and not real[2].any() and not fake[2].any()
-    plain = WithSelfBlends(base, SelfBlendedDataset(real_samples, _to_tensor, {}))
-    assert plain[(0, 2)] == base[2]
+    assert len(joined) == len(base) + len(blends)
+    assert [joined[(0, index)] for index in range(3)] == base
+    image, label = joined[(4, 3)]
+    assert torch.equal(image, blends[(4, 0)][0]) and label == blends[(4, 0)][1]
 
 
 def test_epoch_key_sampler_carries_the_epoch_through_a_loader(real_samples):

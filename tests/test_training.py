@@ -10,7 +10,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -28,6 +30,7 @@ from fakescope.config import (
     load_config,
 )
 from fakescope.data.discovery import DataError
+from fakescope.data.pairmasks import mask_name
 from fakescope.data.toy import make_toy_dataset
 from fakescope.demo import demo_config
 from fakescope.training.fit import fit
@@ -296,7 +299,12 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     from fakescope.models.registry import get_spec
     from fakescope.training.datamodule import FolderDataModule
 
-    data = make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9)
+    data = make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9, image_format="png")
+    # One fake's mask, where `fakescope faces` writes it.
+    fake = sorted((Path(data) / "fake").glob("*.png"))[0]
+    mask_file = Path(data) / mask_name(fake.relative_to(data).as_posix())
+    mask_file.parent.mkdir(parents=True)
+    cv2.imwrite(str(mask_file), np.full((48, 48), 255, np.uint8))
     options = SelfBlendConfig(
         fake_ratio=0.5,
         generator_trace_prob=0.3,
@@ -311,8 +319,10 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     (tmp_path / "run").mkdir()
     splits, _ = discover_sources(config, tmp_path / "run")
     module = FolderDataModule(config, get_spec("lite0").card, splits, seed=0)
-    blends = module.train_dataloader().dataset.blends
+    joined = module.train_dataloader().dataset
+    blends = joined.blends
     assert blends.fake_ratio == 0.5 and blends.with_masks
+    assert joined.base.masks == {fake.resolve(): mask_file.resolve()}
     chosen = options.model_dump(exclude={"fake_ratio", "mask_loss_weight"})
     assert {name: getattr(blends.config, name) for name in chosen} == chosen
 

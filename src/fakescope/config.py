@@ -47,8 +47,9 @@ class SelfBlendConfig(_Strict):
     part_mask_prob: float = Field(0.2, ge=0.0, le=1.0)
     # The weight of a second loss that asks where a face was blended (after Face X-ray, Li et
     # al., CVPR 2020): a 1x1 convolution on the detector's last feature map predicts each
-    # self-blend's mask, pooled to that map's cells, and all zeros for real faces; the data
-    # sets' own fakes, whose masks are unknown, are left out of it. Training only: the
+    # self-blend's mask, pooled to that map's cells, and all zeros for real faces. A data
+    # set's own fake is in it where `fakescope faces` found its mask (`face_masks/`: where a
+    # paired fake differs from its real) and left out elsewhere. Training only: the
     # detector's weights and outputs keep their shape. 0 turns it off.
     mask_loss_weight: float = Field(0.0, ge=0.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -12,14 +12,13 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from fakescope.data.discovery import Sample
+from fakescope.data.pairmasks import read_mask
 from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
 
 # The seed's sharpening kernel: the image plus its negative Laplacian.
 SHARPEN_KERNEL = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float32)
-
-Item = tuple[torch.Tensor, int]
 
 
 def laplacian_variance(image: np.ndarray) -> float:
@@ -37,6 +36,9 @@ class ImageDataset(Dataset):
 
     Use `collate_skip_broken` as the DataLoader's collate_fn to drop the None items.
     sharpen_blurry: sharpen images whose Laplacian variance is below `blur_threshold`.
+    masks: for the blend-mask loss, {resolved path: mask file} of the fakes whose altered
+        pixels are known (`pairmasks`); items are then (image, label, mask, known), the mask
+        through the image's geometry (the transform must be an `AugmentTransform`).
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class ImageDataset(Dataset):
         sharpen_blurry: bool = False,
         blur_threshold: float = 100.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        masks: Mapping[Path, Path] | None = None,
     ):
         self.samples = list(samples)
+        self.masks = masks
         self.transform = transform
         self.sharpen_blurry = sharpen_blurry
         self.blur_threshold = blur_threshold
@@ -58,14 +62,21 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Item | None:
+    def __getitem__(self, index: int) -> tuple | None:
         sample = self.samples[index]
         image = decode_or_warn(sample.path, self.max_pixels, self._warned)
         if image is None:
             return None
         if self.sharpen_blurry and laplacian_variance(image) < self.blur_threshold:
             image = sharpen(image)
-        return self.transform(image), sample.label
+        if self.masks is None:
+            return self.transform(image), sample.label
+        mask_file = self.masks.get(Path(sample.path).resolve()) if sample.label else None
+        if mask_file is None:
+            return with_mask_target(self.transform(image), sample.label)
+        mask = cv2.resize(read_mask(mask_file), image.shape[1::-1], interpolation=cv2.INTER_AREA)
+        pixels, mask = self.transform.with_mask(image, mask)
+        return pixels, sample.label, mask, 1.0
 
 
 def decode_or_warn(path: Path, max_pixels: int, warned: set[str]) -> np.ndarray | None:
@@ -79,7 +90,16 @@ def decode_or_warn(path: Path, max_pixels: int, warned: set[str]) -> np.ndarray 
         return None
 
 
-def collate_skip_broken(batch: list[Item | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def with_mask_target(pixels: torch.Tensor, label: int) -> tuple:
+    """An item without a known mask, as (image, label, mask, known) for the mask loss.
+
+    A real face is known to be altered nowhere (mask all zeros, known 1.0); where a fake
+    was altered is not known (known 0.0: the loss leaves it out).
+    """
+    return pixels, label, torch.zeros(pixels.shape[-2:]), float(label == 0)
+
+
+def collate_skip_broken(batch: list[tuple | None]) -> tuple | None:
     """Default collate without the None items; None when the whole batch was broken.
 
     A LightningModule step that receives None should skip the batch (return None).

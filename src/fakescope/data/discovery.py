@@ -234,24 +234,17 @@ def split_samples(
     return train, val, test
 
 
-def groups_from_pairs_csv(path: str | Path) -> dict[Path, str]:
-    """Groups from a CSV with `real` and `fake` columns of file names (dfdc-faces/pairs.csv).
+def pairs_from_csv(path: str | Path) -> list[tuple[Path, Path]]:
+    """(real, fake) paths from a CSV with `real` and `fake` columns of file names.
 
-    File names are relative to the CSV's folder's `real/` and `fake/` subfolders. A real and
-    every fake made from it form one group (chains of shared files are merged), named by the
-    group's first file.
+    File names are relative to the CSV's folder's `real/` and `fake/` subfolders
+    (dfdc-faces/pairs.csv); paths come back resolved.
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise DataError(f"pairs file not found: {path}")
     base = path.parent
-    parent: dict[Path, Path] = {}
-
-    def find(item: Path) -> Path:
-        while parent.setdefault(item, item) != item:
-            item = parent[item]
-        return item
-
+    pairs: list[tuple[Path, Path]] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns = {name.strip().lower(): name for name in reader.fieldnames or []}
@@ -266,10 +259,29 @@ def groups_from_pairs_csv(path: str | Path) -> dict[Path, str]:
                 raise DataError(
                     f"{path}, line {line}: a pair needs both a real and a fake file name"
                 )
-            real, fake = find(base / "real" / real_name), find(base / "fake" / fake_name)
-            if real != fake:
-                first, second = sorted((real, fake))
-                parent[second] = first
+            pairs.append((base / "real" / real_name, base / "fake" / fake_name))
+    return pairs
+
+
+def groups_from_pairs_csv(path: str | Path) -> dict[Path, str]:
+    """Groups from a pairs CSV (`pairs_from_csv`): a real and every fake made from it.
+
+    Chains of shared files are merged; each group is named by its first file, relative to
+    the CSV's folder.
+    """
+    base = Path(path).resolve().parent
+    parent: dict[Path, Path] = {}
+
+    def find(item: Path) -> Path:
+        while parent.setdefault(item, item) != item:
+            item = parent[item]
+        return item
+
+    for real_path, fake_path in pairs_from_csv(path):
+        real, fake = find(real_path), find(fake_path)
+        if real != fake:
+            first, second = sorted((real, fake))
+            parent[second] = first
     return {item: find(item).relative_to(base).as_posix() for item in parent}
 
 

@@ -5,7 +5,9 @@ Training on the crops that scanning will feed the detector keeps one preprocessi
 largest face (square, the card's margin, resized), saved as PNG so the crop adds no
 compression history of its own. The five MTCNN landmarks of that face, in crop pixels, go to
 `face_landmarks.json` (self-blending needs them). An image with no face is kept whole (resized),
-as `scan` would score it, and listed. A `pairs.csv` at SRC's root is rewritten for the new names.
+as `scan` would score it, and listed. A `pairs.csv` at SRC's root is rewritten for the new names,
+and each paired fake that lines up with its real gets a mask of where the two differ, cut as
+its crop was, under `face_masks/` (the blend-mask loss reads them; see `pairmasks`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fakescope.data.discovery import PAIRS_FILE, DataError, find_images
+from fakescope.data.discovery import PAIRS_FILE, DataError, find_images, pairs_from_csv
+from fakescope.data.pairmasks import difference_mask, mask_name
 from fakescope.faces import FaceDetector, crop_face, crop_square
 from fakescope.io.images import ImageDecodeError, decode_image
 from fakescope.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -49,6 +52,38 @@ def _crop_landmarks(landmarks: np.ndarray, box, margin: float, size: int) -> lis
     return [
         [round(float(x - left) * scale, 2), round(float(y - top) * scale, 2)] for x, y in landmarks
     ]
+
+
+Box = tuple[float, float, float, float]
+
+
+def _cut(image: np.ndarray, box: Box | None, margin: float, size: int) -> np.ndarray:
+    """The crop of `box`, or the whole image resized where no face was found."""
+    if box is None:
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return crop_face(image, box, margin=margin, out_size=size)
+
+
+def _write_difference_masks(
+    src_root: Path, out_root: Path, boxes: dict[str, Box | None], margin: float, size: int
+) -> dict[str, int]:
+    """Masks of the paired fakes that line up with their reals, cut as the fakes were."""
+    written = not_aligned = 0
+    for real, fake in pairs_from_csv(src_root / PAIRS_FILE):
+        name = crop_name(fake.relative_to(src_root)).as_posix()
+        if name not in boxes:  # unreadable
+            continue
+        try:
+            mask = difference_mask(decode_image(real), decode_image(fake))
+        except (ImageDecodeError, FileNotFoundError):
+            mask = None
+        if mask is None:
+            not_aligned += 1
+            continue
+        crop = _cut(mask, boxes[name], margin, size)
+        atomic_write_bytes(out_root / mask_name(name), _png(np.round(crop * 255).astype(np.uint8)))
+        written += 1
+    return {"difference_masks": written, "pairs_without_mask": not_aligned}
 
 
 def _rewrite_pairs(src_root: Path, out_root: Path) -> bool:
@@ -87,6 +122,7 @@ def extract_face_crops(
     detector = detector or FaceDetector()
     started = time.perf_counter()
     landmarks: dict[str, list[list[float]]] = {}
+    boxes: dict[str, Box | None] = {}  # how each crop was cut: its face's box, None if whole
     whole_images: list[str] = []
     unreadable: list[dict[str, str]] = []
     for start in range(0, len(paths), batch_size):
@@ -102,17 +138,19 @@ def extract_face_crops(
         detections = detector.detect_batch([i for _, i in readable])
         for (path, image), detection in zip(readable, detections):
             name = crop_name(path.relative_to(src_root)).as_posix()
-            if detection.faces:
-                face = detection.faces[0]  # the largest
-                crop = crop_face(image, face.box, margin=margin, out_size=size)
-                if face.landmarks is not None:
-                    landmarks[name] = _crop_landmarks(face.landmarks, face.box, margin, size)
-            else:
-                crop = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            face = detection.faces[0] if detection.faces else None  # the largest
+            boxes[name] = face.box if face else None
+            if face is None:
                 whole_images.append(name)
-            atomic_write_bytes(out_root / name, _png(crop))
+            elif face.landmarks is not None:
+                landmarks[name] = _crop_landmarks(face.landmarks, face.box, margin, size)
+            atomic_write_bytes(out_root / name, _png(_cut(image, boxes[name], margin, size)))
         logger.info("face crops: %d / %d", min(start + batch_size, len(paths)), len(paths))
     atomic_write_json(out_root / LANDMARKS_FILE, landmarks)
+    pairs_rewritten = _rewrite_pairs(src_root, out_root)
+    masks = {}
+    if pairs_rewritten:
+        masks = _write_difference_masks(src_root, out_root, boxes, margin, size)
     summary = {
         "source": str(src_root),
         "images": len(paths),
@@ -121,7 +159,8 @@ def extract_face_crops(
         "size": size,
         "no_face_whole_image": whole_images,
         "unreadable": unreadable,
-        "pairs_rewritten": _rewrite_pairs(src_root, out_root),
+        "pairs_rewritten": pairs_rewritten,
+        **masks,
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(out_root / SUMMARY_FILE, summary)

@@ -47,7 +47,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset, Sampler
 
-from fakescope.data.dataset import decode_or_warn
+from fakescope.data.dataset import decode_or_warn, with_mask_target
 from fakescope.data.discovery import DataError, Sample, find_images
 from fakescope.data.traces import upsampling_trace
 from fakescope.faces import FaceDetector
@@ -839,7 +839,10 @@ class EpochKeySampler(Sampler[tuple[int, int]]):
 
 
 class WithSelfBlends(Dataset):
-    """A data set followed by self-blended copies of its real images, keyed (epoch, index)."""
+    """A data set followed by self-blended copies of its real images, keyed (epoch, index).
+
+    With the blend masks on, both must give (image, label, mask, known) items.
+    """
 
     def __init__(self, base: Dataset, blends: SelfBlendedDataset):
         self.base = base
@@ -852,20 +855,7 @@ class WithSelfBlends(Dataset):
         epoch, index = key
         if index >= len(self.base):
             return self.blends[(epoch, index - len(self.base))]
-        item = self.base[index]
-        if item is None or not self.blends.with_masks:
-            return item
-        return with_mask_target(*item)
-
-
-def with_mask_target(pixels: torch.Tensor, label: int) -> tuple:
-    """An item that was not self-blended, as (image, label, mask, known) for the mask loss.
-
-    A real face (a data set's, or a self-blend copy left real) is known to be blended
-    nowhere (mask all zeros, known 1.0); where a data set's fake was altered is not known
-    (known 0.0: the loss leaves it out).
-    """
-    return pixels, label, torch.zeros(pixels.shape[-2:]), float(label == 0)
+        return self.base[index]
 
 
 # --- offline generation --------------------------------------------------------------------

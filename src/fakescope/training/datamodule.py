@@ -18,6 +18,7 @@ from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
 from fakescope.data.discovery import DataSplits, Sample
 from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks
+from fakescope.data.pairmasks import load_crop_masks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.models.card import DetectorCard
 
@@ -43,12 +44,24 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+def _roots(config: DataConfig) -> list[Path]:
+    return [config.root] if config.root else [s.root for s in config.sources]
+
+
+def crop_masks(config: DataConfig) -> dict[Path, Path]:
+    """Masks of the paired fakes of every data root that `fakescope faces` made."""
+    masks: dict[Path, Path] = {}
+    for root in _roots(config):
+        masks.update(load_crop_masks(root))
+    log.info("blend-mask loss: %d data set fakes with a known mask", len(masks))
+    return masks
+
+
 def crop_landmarks(config: DataConfig) -> dict[Path, np.ndarray]:
     """Landmarks of every data root that `fakescope faces` made (empty for other roots)."""
-    roots = [config.root] if config.root else [s.root for s in config.sources]
     landmarks: dict[Path, np.ndarray] = {}
-    for root in roots:
-        if root and (Path(root) / LANDMARKS_FILE).is_file():
+    for root in _roots(config):
+        if (Path(root) / LANDMARKS_FILE).is_file():
             landmarks.update(load_crop_landmarks(root))
         else:
             log.warning(
@@ -72,6 +85,8 @@ class FolderDataModule(L.LightningDataModule):
         if config.self_blend and config.balance == "weighted-sampler":
             raise ValueError("data.self_blend and balance: weighted-sampler cannot be combined")
         self.landmarks = crop_landmarks(config) if config.self_blend else {}
+        with_masks = bool(config.self_blend and config.self_blend.mask_loss_weight > 0)
+        self.masks = crop_masks(config) if with_masks else None
 
     def loss_class_weights(self) -> list[float] | None:
         """Inverse-frequency weights for the loss, when the config asks for them."""
@@ -97,6 +112,7 @@ class FolderDataModule(L.LightningDataModule):
             transform,
             sharpen_blurry=self.config.sharpen_blurry,
             blur_threshold=self.config.blur_threshold,
+            masks=self.masks if train else None,
         )
         if not (train and self.config.self_blend):
             return dataset
@@ -111,7 +127,7 @@ class FolderDataModule(L.LightningDataModule):
             fake_ratio=options.fake_ratio,
             seed=self.seed,
             config=sbi,
-            with_masks=options.mask_loss_weight > 0,
+            with_masks=self.masks is not None,
         )
         return WithSelfBlends(dataset, blends)
 
