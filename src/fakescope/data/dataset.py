@@ -52,6 +52,12 @@ class ImageDataset(Dataset):
     ):
         self.samples = list(samples)
         self.masks = masks
+        # Looked up once, not per item: each sample's mask file, None where none is known.
+        self.mask_files = (
+            None
+            if masks is None
+            else [masks.get(Path(s.path).resolve()) if s.label else None for s in self.samples]
+        )
         self.transform = transform
         self.sharpen_blurry = sharpen_blurry
         self.blur_threshold = blur_threshold
@@ -69,9 +75,9 @@ class ImageDataset(Dataset):
             return None
         if self.sharpen_blurry and laplacian_variance(image) < self.blur_threshold:
             image = sharpen(image)
-        if self.masks is None:
+        if self.mask_files is None:
             return self.transform(image), sample.label
-        mask_file = self.masks.get(Path(sample.path).resolve()) if sample.label else None
+        mask_file = self.mask_files[index]
         if mask_file is None:
             return with_mask_target(self.transform(image), sample.label)
         mask = cv2.resize(read_mask(mask_file), image.shape[1::-1], interpolation=cv2.INTER_AREA)
