@@ -11,7 +11,12 @@ from PIL import Image
 from skimage import data as skdata
 
 from fakescope.data.discovery import DataError, discover_folder, groups_from_pairs_csv
-from fakescope.data.facecrops import LANDMARKS_FILE, extract_face_crops, load_crop_landmarks
+from fakescope.data.facecrops import (
+    LANDMARKS_FILE,
+    extract_face_crops,
+    load_crop_landmarks,
+    load_other_faces,
+)
 from fakescope.data.pairmasks import load_crop_masks, read_mask
 
 
@@ -109,3 +114,31 @@ def test_paired_fakes_that_line_up_get_a_mask_cut_as_their_crop(tmp_path: Path):
     assert mask[66:86, 50:82].mean() > 0.9
     rows, cols = np.nonzero(mask > 0.5)
     assert 52 <= rows.min() and rows.max() <= 100 and 35 <= cols.min() and cols.max() <= 97
+
+
+def test_the_other_faces_of_an_image_are_cut_apart_from_the_crops(tmp_path: Path):
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    photo = skdata.astronaut()
+    # Two people side by side, the same size (one darker): the scan scores both faces.
+    darker = (photo * 0.6).astype(np.uint8)
+    Image.fromarray(np.hstack([photo, darker])).save(src / "real" / "two.jpg", quality=95)
+    Image.fromarray(photo).save(src / "real" / "one.jpg", quality=95)
+    out = tmp_path / "crops"
+    summary = extract_face_crops(src, out, size=128)
+    assert summary["other_faces"] == 1
+    others = load_other_faces(out)
+    other = out / "other_faces" / "real" / "two.1.png"
+    assert others == {(out / "real" / "two.png").resolve(): [other.resolve()]}
+    # The data set's own crops are untouched (so are its splits): one per image, in its folder.
+    assert sorted(p.name for p in (out / "real").iterdir()) == ["one.png", "two.png"]
+    # The two crops are the two astronauts, each centred on its own face, with its landmarks.
+    first, second = (
+        np.asarray(Image.open(path).convert("L").resize((16, 16)), dtype=float).ravel()
+        for path in (out / "real" / "two.png", other)
+    )
+    assert np.corrcoef(first, second)[0, 1] > 0.9
+    assert abs(first.mean() - second.mean()) > 0.25 * max(first.mean(), second.mean())
+    points = load_crop_landmarks(out)[other.resolve()]
+    assert (points > 20).all() and (points < 108).all()
+    assert load_other_faces(tmp_path / "no-crops-here") == {}

@@ -327,6 +327,45 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     assert {name: getattr(blends.config, name) for name in chosen} == chosen
 
 
+def test_other_faces_of_real_training_images_join_training_as_reals(tmp_path: Path):
+    from fakescope.data.facecrops import other_face_name
+    from fakescope.data.sources import discover_sources
+    from fakescope.models.registry import get_spec
+    from fakescope.training.datamodule import FolderDataModule
+
+    data = Path(
+        make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9, image_format="png")
+    )
+    config = _config(data, tmp_path / "runs", epochs=1).data
+    (tmp_path / "run").mkdir()
+    splits, _ = discover_sources(config, tmp_path / "run")
+    # An other face beside one real and one fake of the train split and one real of val.
+    chosen = [
+        next(s for s in splits.train if s.label == 0),
+        next(s for s in splits.train if s.label == 1),
+        next(s for s in splits.val if s.label == 0),
+    ]
+    others = []
+    for sample in chosen:
+        other = data / other_face_name(sample.path.relative_to(data).as_posix(), 1)
+        other.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(other), np.zeros((48, 48, 3), np.uint8))
+        others.append(other.resolve())
+
+    plain = FolderDataModule(config, get_spec("lite0").card, splits, seed=0)
+    with_others = FolderDataModule(
+        config.model_copy(update={"other_real_faces": True}),
+        get_spec("lite0").card,
+        splits,
+        seed=0,
+    )
+    # Only the real training image's other face joins, labelled real; val stays as it was.
+    assert with_others.train_samples[:-1] == plain.train_samples
+    assert with_others.train_samples[-1].path == others[0]
+    assert with_others.train_samples[-1].label == 0
+    assert with_others.val_samples == plain.val_samples
+
+
 def test_the_blend_mask_loss_trains_a_head_that_checkpoints_leave_out(tmp_path: Path):
     from fakescope.config import SelfBlendConfig
 

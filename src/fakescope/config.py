@@ -90,6 +90,9 @@ class DataConfig(_Strict):
     # Landmarks come from the `face_landmarks.json` that `fakescope faces` writes at a data
     # root; faces without them are blended through a central ellipse.
     self_blend: SelfBlendConfig | None = None
+    # Train also on the other faces of each real training image that `fakescope faces` cut
+    # (`other_faces/`), labelled real: the scan scores every face, bystanders included.
+    other_real_faces: bool = False
     sharpen_blurry: bool = False
     blur_threshold: float = 100.0
     balance: Literal["none", "undersample", "weighted-sampler", "class-weights"] = "none"

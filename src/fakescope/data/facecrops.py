@@ -5,9 +5,12 @@ Training on the crops that scanning will feed the detector keeps one preprocessi
 largest face (square, the card's margin, resized), saved as PNG so the crop adds no
 compression history of its own. The five MTCNN landmarks of that face, in crop pixels, go to
 `face_landmarks.json` (self-blending needs them). An image with no face is kept whole (resized),
-as `scan` would score it, and listed. A `pairs.csv` at SRC's root is rewritten for the new names,
-and each paired fake that lines up with its real gets a mask of where the two differ, cut as
-its crop was, under `face_masks/` (the blend-mask loss reads them; see `pairmasks`).
+as `scan` would score it, and listed. The image's other faces that `scan` also scores (often
+people in the background, out of focus) are cut the same way under `other_faces/`, apart from
+the crops so that the data set's files and splits stay as they were (see `load_other_faces`).
+A `pairs.csv` at SRC's root is rewritten for the new names, and each paired fake that lines
+up with its real gets a mask of where the two differ, cut as its crop was, under `face_masks/`
+(the blend-mask loss reads them; see `pairmasks`).
 """
 
 from __future__ import annotations
@@ -33,11 +36,18 @@ logger = logging.getLogger(__name__)
 
 LANDMARKS_FILE = "face_landmarks.json"
 SUMMARY_FILE = "face_crops.json"
+OTHER_FACES_DIR = "other_faces"
 
 
 def crop_name(relative: Path) -> Path:
     """`real/abc.jpg` -> `real/abc.png`."""
     return relative.with_suffix(".png")
+
+
+def other_face_name(crop: str, index: int) -> str:
+    """Where the `index`-th other face (1: the second largest) of a crop's image is saved:
+    `other_faces/real/abc.1.png`."""
+    return f"{OTHER_FACES_DIR}/{crop.removesuffix('.png')}.{index}.png"
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -125,6 +135,7 @@ def extract_face_crops(
     boxes: dict[str, Box | None] = {}  # how each crop was cut: its face's box, None if whole
     whole_images: list[str] = []
     unreadable: list[dict[str, str]] = []
+    other_faces = 0
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         images = []
@@ -145,6 +156,16 @@ def extract_face_crops(
             elif face.landmarks is not None:
                 landmarks[name] = _crop_landmarks(face.landmarks, face.box, margin, size)
             atomic_write_bytes(out_root / name, _png(_cut(image, boxes[name], margin, size)))
+            for index, other in enumerate(detection.faces[1:], start=1):
+                other_name = other_face_name(name, index)
+                if other.landmarks is not None:
+                    landmarks[other_name] = _crop_landmarks(
+                        other.landmarks, other.box, margin, size
+                    )
+                atomic_write_bytes(
+                    out_root / other_name, _png(_cut(image, other.box, margin, size))
+                )
+                other_faces += 1
         logger.info("face crops: %d / %d", min(start + batch_size, len(paths)), len(paths))
     atomic_write_json(out_root / LANDMARKS_FILE, landmarks)
     pairs_rewritten = _rewrite_pairs(src_root, out_root)
@@ -158,6 +179,7 @@ def extract_face_crops(
         "margin": margin,
         "size": size,
         "no_face_whole_image": whole_images,
+        "other_faces": other_faces,
         "unreadable": unreadable,
         "pairs_rewritten": pairs_rewritten,
         **masks,
@@ -172,3 +194,16 @@ def load_crop_landmarks(out_root: str | Path) -> dict[Path, np.ndarray]:
     out_root = Path(out_root).resolve()
     raw = json.loads((out_root / LANDMARKS_FILE).read_text())
     return {out_root / name: np.asarray(points, dtype=np.float32) for name, points in raw.items()}
+
+
+def load_other_faces(out_root: str | Path) -> dict[Path, list[Path]]:
+    """{resolved crop path: the crops of its image's other faces} for a crops folder."""
+    out_root = Path(out_root).resolve()
+    others_root = out_root / OTHER_FACES_DIR
+    found: dict[Path, list[Path]] = {}
+    for path in sorted(others_root.rglob("*.png")):
+        stem, _, _index = (
+            path.relative_to(others_root).as_posix().removesuffix(".png").rpartition(".")
+        )
+        found.setdefault(out_root / f"{stem}.png", []).append(path)
+    return found

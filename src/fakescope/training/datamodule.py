@@ -17,7 +17,7 @@ from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
 from fakescope.data.discovery import DataSplits, Sample
-from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks
+from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks, load_other_faces
 from fakescope.data.pairmasks import load_crop_masks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.models.card import DetectorCard
@@ -70,6 +70,21 @@ def crop_landmarks(config: DataConfig) -> dict[Path, np.ndarray]:
     return landmarks
 
 
+def other_real_faces(config: DataConfig, train: list[Sample]) -> list[Sample]:
+    """The other faces of the real training images, as real samples (once per repeat)."""
+    others: dict[Path, list[Path]] = {}
+    for root in _roots(config):
+        others.update(load_other_faces(root))
+    extra = [
+        Sample(path, 0)
+        for sample in train
+        if sample.label == 0
+        for path in others.get(sample.path.resolve(), [])
+    ]
+    log.info("other faces of real training images: %d more real samples", len(extra))
+    return extra
+
+
 class FolderDataModule(L.LightningDataModule):
     def __init__(self, config: DataConfig, card: DetectorCard, splits: DataSplits, seed: int):
         super().__init__()
@@ -79,6 +94,8 @@ class FolderDataModule(L.LightningDataModule):
         train = splits.train
         if config.balance == "undersample" or config.max_samples_per_class:
             train = undersample(train, config.max_samples_per_class, seed)
+        if config.other_real_faces:
+            train = train + other_real_faces(config, train)
         self.train_samples: list[Sample] = train
         self.val_samples: list[Sample] = splits.val
         self.test_samples: list[Sample] = splits.test
