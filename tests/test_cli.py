@@ -217,6 +217,20 @@ def test_synth_sbi_writes_fakes(tmp_path: Path):
     assert "1 fakes from 1 images" in result.output
 
 
+def test_faces_cuts_crops_and_counts_the_other_faces(tmp_path: Path):
+    from skimage import data as skdata
+
+    photo = skdata.astronaut()
+    for label, pixels in (("real", np.hstack([photo, photo])), ("fake", photo)):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        Image.fromarray(pixels).save(tmp_path / "src" / label / "a.jpg", quality=95)
+    result = cli("faces", tmp_path / "src", tmp_path / "crops", "--size", "64")
+    assert result.exit_code == 0, result.output
+    assert "2 crops" in result.output and "1 other faces" in result.output
+    assert (tmp_path / "crops" / "other_faces" / "real" / "a.1.png").is_file()
+    assert cli("faces", tmp_path / "missing", tmp_path / "out").exit_code == 1
+
+
 def test_audit_writes_its_json(toy_data: Path, tmp_path: Path):
     out = tmp_path / "audit.json"
     result = cli("audit", toy_data, "-o", out)

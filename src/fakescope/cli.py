@@ -398,7 +398,8 @@ def faces(
     ),
     size: int = typer.Option(256, "--size", min=16, help="Side of the saved crops in pixels."),
 ) -> None:
-    """Cut the largest face of every image with MTCNN, as `scan` does, for training on faces."""
+    """Cut the largest face of every image with MTCNN, as `scan` does, for training on faces;
+    the other faces that `scan` also scores go to other_faces/."""
     from fakescope.data.discovery import DataError
     from fakescope.data.facecrops import SUMMARY_FILE, extract_face_crops
 
@@ -409,7 +410,8 @@ def faces(
     console.print(
         f"{summary['crops']} crops in {out} "
         f"({len(summary['no_face_whole_image'])} without a face kept whole, "
-        f"{len(summary['unreadable'])} unreadable) in {summary['seconds']} s; "
+        f"{len(summary['unreadable'])} unreadable; {summary['other_faces']} other faces) "
+        f"in {summary['seconds']} s; "
         f"details in {out / SUMMARY_FILE}"
     )
 
