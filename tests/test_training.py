@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -327,11 +328,11 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     assert {name: getattr(blends.config, name) for name in chosen} == chosen
 
 
-def test_other_faces_of_real_training_images_join_training_as_reals(tmp_path: Path):
+def test_other_faces_of_real_training_images_join_training_as_reals(tmp_path: Path, caplog):
     from fakescope.data.facecrops import other_face_name
     from fakescope.data.sources import discover_sources
     from fakescope.models.registry import get_spec
-    from fakescope.training.datamodule import FolderDataModule
+    from fakescope.training.datamodule import FolderDataModule, other_real_faces
 
     data = Path(
         make_toy_dataset(tmp_path / "data", n_per_class=10, size=48, seed=9, image_format="png")
@@ -364,6 +365,11 @@ def test_other_faces_of_real_training_images_join_training_as_reals(tmp_path: Pa
     assert with_others.train_samples[-1].path == others[0]
     assert with_others.train_samples[-1].label == 0
     assert with_others.val_samples == plain.val_samples
+    # Crops cut before other faces were kept say so (their summary has no count of them).
+    (data / "face_crops.json").write_text(json.dumps({"crops": 20}))
+    with caplog.at_level(logging.WARNING, logger="fakescope.training.datamodule"):
+        other_real_faces(config, splits.train)
+    assert "run fakescope faces again" in caplog.text
 
 
 def test_the_blend_mask_loss_trains_a_head_that_checkpoints_leave_out(tmp_path: Path):
