@@ -367,7 +367,7 @@ def test_other_faces_of_real_training_images_join_training_as_reals(tmp_path: Pa
     assert with_others.val_samples == plain.val_samples
     # Crops cut before other faces were kept say so (their summary has no count of them).
     (data / "face_crops.json").write_text(json.dumps({"crops": 20}))
-    with caplog.at_level(logging.WARNING, logger="fakescope.training.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="fakescope.data.facecrops"):
         other_real_faces(config, splits.train)
     assert "run fakescope faces again" in caplog.text
 

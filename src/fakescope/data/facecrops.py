@@ -199,6 +199,11 @@ def load_crop_landmarks(out_root: str | Path) -> dict[Path, np.ndarray]:
 def load_other_faces(out_root: str | Path) -> dict[Path, list[Path]]:
     """{resolved crop path: the crops of its image's other faces} for a crops folder."""
     out_root = Path(out_root).resolve()
+    summary = out_root / SUMMARY_FILE
+    if summary.is_file() and "other_faces" not in json.loads(summary.read_text()):
+        logger.warning(
+            "%s was cut before other faces were kept: run fakescope faces again", out_root
+        )
     others_root = out_root / OTHER_FACES_DIR
     found: dict[Path, list[Path]] = {}
     for path in sorted(others_root.rglob("*.png")):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,12 +17,7 @@ from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
 from fakescope.data.discovery import DataSplits, Sample
-from fakescope.data.facecrops import (
-    LANDMARKS_FILE,
-    SUMMARY_FILE,
-    load_crop_landmarks,
-    load_other_faces,
-)
+from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks, load_other_faces
 from fakescope.data.pairmasks import load_crop_masks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.models.card import DetectorCard
@@ -80,9 +74,6 @@ def other_real_faces(config: DataConfig, train: list[Sample]) -> list[Sample]:
     """The other faces of the real training images, as real samples (once per repeat)."""
     others: dict[Path, list[Path]] = {}
     for root in _roots(config):
-        summary = Path(root) / SUMMARY_FILE
-        if summary.is_file() and "other_faces" not in json.loads(summary.read_text()):
-            log.warning("%s was cut before other faces were kept: run fakescope faces again", root)
         others.update(load_other_faces(root))
     extra = [
         Sample(path, 0)
