@@ -136,6 +136,13 @@ def extract_face_crops(
     whole_images: list[str] = []
     unreadable: list[dict[str, str]] = []
     other_faces = 0
+
+    def save(name: str, image: np.ndarray, box: Box | None, points: np.ndarray | None) -> None:
+        """Write crop `name` of `image` (cut around `box`, whole if None) and note its landmarks."""
+        if points is not None:
+            landmarks[name] = _crop_landmarks(points, box, margin, size)
+        atomic_write_bytes(out_root / name, _png(_cut(image, box, margin, size)))
+
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         images = []
@@ -153,18 +160,9 @@ def extract_face_crops(
             boxes[name] = face.box if face else None
             if face is None:
                 whole_images.append(name)
-            elif face.landmarks is not None:
-                landmarks[name] = _crop_landmarks(face.landmarks, face.box, margin, size)
-            atomic_write_bytes(out_root / name, _png(_cut(image, boxes[name], margin, size)))
+            save(name, image, boxes[name], face.landmarks if face else None)
             for index, other in enumerate(detection.faces[1:], start=1):
-                other_name = other_face_name(name, index)
-                if other.landmarks is not None:
-                    landmarks[other_name] = _crop_landmarks(
-                        other.landmarks, other.box, margin, size
-                    )
-                atomic_write_bytes(
-                    out_root / other_name, _png(_cut(image, other.box, margin, size))
-                )
+                save(other_face_name(name, index), image, other.box, other.landmarks)
                 other_faces += 1
         logger.info("face crops: %d / %d", min(start + batch_size, len(paths)), len(paths))
     atomic_write_json(out_root / LANDMARKS_FILE, landmarks)
