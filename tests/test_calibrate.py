@@ -231,7 +231,11 @@ def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(
     # Exported, the ONNX model carries the setting in its card.
     from fakescope.export.onnx import export_command
 
-    onnx = Path(export_command(tmp_path / "mirror" / "detector.safetensors")["files"]["onnx"])
+    onnx = Path(
+        export_command(tmp_path / "mirror" / "detector.safetensors", calibration_crops=8)["files"][
+            "onnx"
+        ]
+    )
     assert load_detector(onnx).card.mirror_average
 
 
@@ -245,7 +249,7 @@ def test_calibrate_sets_extra_margins_and_the_export_carries_them(
     out = tmp_path / "views"
     calibrate_checkpoint(checkpoint, [toy_data], out=out, num_workers=0, extra_margins=(0.2,))
     assert load_detector(out / "detector.safetensors").card.extra_margins == (0.2,)
-    onnx = Path(export_command(out / "detector.safetensors")["files"]["onnx"])
+    onnx = Path(export_command(out / "detector.safetensors", calibration_crops=8)["files"]["onnx"])
     assert load_detector(onnx).card.extra_margins == (0.2,)
 
 

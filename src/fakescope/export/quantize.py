@@ -29,7 +29,6 @@ from fakescope.models.card import DetectorCard
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_CROPS = 64
 # Crops per calibration forward: bounds the memory of the collected activations per step.
 _CALIBRATION_BATCH = 8
 # Faces are detected a few images at a time, like the Detector does.
@@ -59,8 +58,8 @@ class CropReader(CalibrationDataReader):
 
 def crop_sets(
     card: DetectorCard,
-    calibration_dirs: Sequence[Path] = (),
-    count: int = CALIBRATION_CROPS,
+    calibration_dirs: Sequence[Path],
+    count: int,
     seed: int = 0,
     checkpoint: Path | None = None,
 ) -> CropSets:
