@@ -309,3 +309,22 @@ def test_multibranch_exports_at_its_default_size(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     assert abs(got - expected).max() < 1e-3
+
+
+def test_the_export_command_calibrates_on_as_many_crops_as_asked(
+    checkpoint: Path, toy_data: Path, tmp_path: Path
+):
+    from typer.testing import CliRunner
+
+    from fakescope.cli import app
+
+    args = ["export", str(checkpoint), "--int8", "--calibration-data", str(toy_data)]
+    result = CliRunner().invoke(app, [*args, "--calibration-crops", "6", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["calibration"]["crops"] == report["inputs"]["n"] == 6
+    assert "onnx_int8" in result.output and Path(report["files"]["onnx_int8"]).is_file()
+    refused = CliRunner().invoke(
+        app, [*args, "--calibration-crops", "0", "-o", str(tmp_path / "b")]
+    )
+    assert refused.exit_code == 2 and not (tmp_path / "b").exists()

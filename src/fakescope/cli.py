@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fakescope.batching import BATCH_SIZE
+from fakescope.export import CALIBRATION_CROPS
 
 app = typer.Typer(
     name="fakescope",
@@ -658,6 +659,12 @@ def export(
         help="Images to calibrate INT8 with; repeat to draw evenly from several folders "
         "(default: generated toy faces).",
     ),
+    calibration_crops: int = typer.Option(
+        CALIBRATION_CROPS,
+        "--calibration-crops",
+        min=1,
+        help="Faces to calibrate INT8 on; as many more are held out for the parity check.",
+    ),
     eval_data: Optional[Path] = typer.Option(
         None, "--eval-data", help="Labelled data dir: AUC of each variant against PyTorch."
     ),
@@ -672,7 +679,14 @@ def export(
 
     try:
         report = export_command(
-            checkpoint, fmt, int8, out, calibration_data or [], eval_data, eval_split=split
+            checkpoint,
+            fmt,
+            int8,
+            out,
+            calibration_data or [],
+            eval_data,
+            calibration_crops=calibration_crops,
+            eval_split=split,
         )
     except (CheckpointError, DataError, ExportError, FileNotFoundError, ValueError) as error:
         fail(str(error))

@@ -22,6 +22,7 @@ from timm.layers.padding import pad_same_arg
 from torch import nn
 
 from fakescope.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from fakescope.export import CALIBRATION_CROPS
 from fakescope.utils import atomic_write_bytes, atomic_write_json
 
 ONNX_OPSET = 17
@@ -165,7 +166,7 @@ def export_command(
     out_dir: str | Path | None = None,
     calibration_dirs: Sequence[str | Path] = (),
     labelled_dir: str | Path | None = None,
-    calibration_crops: int = 256,
+    calibration_crops: int = CALIBRATION_CROPS,
     eval_split: str = "all",
     batch_size: int = 32,
 ) -> dict:
@@ -176,9 +177,7 @@ def export_command(
     calibration_dirs: folders of images to calibrate INT8 with, drawn from evenly (default:
     generated toy faces). A labelled data dir calibrates on its train split and checks parity
     on its val split, its test split untouched; a plain folder is halved.
-    calibration_crops: crops to calibrate with, and as many held out for the parity check. On
-    the default detector 256 narrowed INT8's loss on the validation splits a little against 64
-    (docs/performance.md).
+    calibration_crops: crops to calibrate with, and as many held out for the parity check.
     labelled_dir: a labelled data dir: AUC of every variant on its `eval_split`.
     """
     from fakescope.export.parity import parity_report
