@@ -231,11 +231,8 @@ def test_calibrate_can_switch_mirror_averaging_on_and_fits_it(
     # Exported, the ONNX model carries the setting in its card.
     from fakescope.export.onnx import export_command
 
-    onnx = Path(
-        export_command(tmp_path / "mirror" / "detector.safetensors", calibration_crops=8)["files"][
-            "onnx"
-        ]
-    )
+    exported = export_command(tmp_path / "mirror" / "detector.safetensors", calibration_crops=8)
+    onnx = Path(exported["files"]["onnx"])
     assert load_detector(onnx).card.mirror_average
 
 

@@ -240,6 +240,10 @@ def test_calibration_folder_is_split_and_cropped_whole(
     sets = crop_sets(card, [toy_data / "real"], count=4)
     assert sets.calibration.shape == sets.held_out.shape == (4, 3, card.input_size, card.input_size)
     assert not np.allclose(sets.calibration, sets.held_out)
+    # An fp32-only export quantises nothing, so it cuts no calibration crops.
+    held_out_only = crop_sets(card, [toy_data / "real"], count=4, calibrate=False)
+    assert len(held_out_only.calibration) == 0
+    assert np.array_equal(held_out_only.held_out, sets.held_out)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.jpg").write_bytes(next((toy_data / "real").iterdir()).read_bytes())
     with pytest.raises(ExportError, match="at least two readable images"):

@@ -195,6 +195,7 @@ def export_command(
         [Path(folder) for folder in calibration_dirs],
         count=calibration_crops,
         checkpoint=checkpoint,
+        calibrate=int8,
     )
     if int8:
         files["onnx_int8"] = quantize_int8(

@@ -62,18 +62,21 @@ def crop_sets(
     count: int,
     seed: int = 0,
     checkpoint: Path | None = None,
+    calibrate: bool = True,
 ) -> CropSets:
     """Calibration and held-out crops from folders of images, or from generated toy faces.
 
     Several folders are drawn from evenly (their shuffled files interleaved): activation ranges
     fitted to one data set's faces clip another's. Which files of a folder serve which end:
-    `calibration_files` (checkpoint: the detector's, to find its run's split).
+    `calibration_files` (checkpoint: the detector's, to find its run's split). `calibrate`
+    False: no calibration crops (an fp32-only export checks parity and quantises nothing).
     """
     if count < 1:
         raise ValueError(f"the calibration set needs at least one crop, got count={count}")
+    none = _no_crops(card)
     if not calibration_dirs:
         return CropSets(
-            _toy_crops(card, count, seed),
+            _toy_crops(card, count, seed) if calibrate else none,
             _toy_crops(card, count, seed + 1),
             f"generated toy faces (fakescope.data.toy, seeds {seed} and {seed + 1})",
         )
@@ -81,10 +84,12 @@ def crop_sets(
     for calibration_pool, held_out_pool in pools:
         random.Random(seed).shuffle(calibration_pool)
         random.Random(seed).shuffle(held_out_pool)
-    calibration = _folder_crops(card, interleave([pool for pool, _ in pools]), count)
+    calibration = (
+        _folder_crops(card, interleave([pool for pool, _ in pools]), count) if calibrate else none
+    )
     held_out = _folder_crops(card, interleave([pool for _, pool in pools]), count)
     folders = ", ".join(str(folder) for folder in calibration_dirs)
-    if len(calibration) == 0 or len(held_out) == 0:
+    if (calibrate and len(calibration) == 0) or len(held_out) == 0:
         raise ExportError(
             f"{folders}: needs at least two readable images (one to calibrate, one to check)"
         )
@@ -143,9 +148,11 @@ def _folder_crops(card: DetectorCard, files: list[Path], count: int) -> np.ndarr
             crops.append(transform(image).numpy())
             if len(crops) == count:
                 return np.stack(crops)
-    return (
-        np.stack(crops) if crops else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
-    )
+    return np.stack(crops) if crops else _no_crops(card)
+
+
+def _no_crops(card: DetectorCard) -> np.ndarray:
+    return np.zeros((0, 3, card.input_size, card.input_size), np.float32)
 
 
 def _crop_images(
