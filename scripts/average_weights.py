@@ -8,7 +8,7 @@ Wortsman et al., ICML 2022), to be scored like any detector:
 Every floating-point tensor (weights and batch-norm statistics) is the plain mean; counters
 are the first detector's. The card (input size, mirror averaging, temperature, threshold) is
 the first detector's too: calibrate the soup before trusting its P(fake) or its threshold.
-The docs/model-card.md trial was scored this way.
+The docs/model-history.md trial was scored this way.
 """
 
 from __future__ import annotations

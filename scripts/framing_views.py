@@ -1,6 +1,6 @@
 """How a detector's AUC moves when each face is scored as several framings (cuts with other
 margins, or shifted, each with its mirror image) instead of the card's one: the experiment that
-chose the default's `extra_margins` (docs/model-card.md).
+chose the default's `extra_margins` (docs/model-history.md).
 
 The images are those of an `evaluate` run (its predictions.csv per data set, e.g. of
 `--split val`). Each image's faces are found once; every view is scored by the weights with the
