@@ -184,6 +184,31 @@ def test_a_small_face_in_a_large_photo_gets_the_fine_search(face_patch, monkeypa
     assert len(result.faces) == 1 and 400 < result.faces[0].box[0] < 470
 
 
+def test_a_face_that_fills_a_tight_crop_is_found_by_a_search_at_full_size(monkeypatch):
+    """A 224-px crop inside the face's own box (as dfdc-faces' frames are cut): the 149-px copy
+    that the 40-px minimum asks for shows MTCNN no face; the image itself does."""
+    photo = data.astronaut()
+    detector = FaceDetector()
+    x0, y0, x1, y1 = detector.detect(photo).faces[0].box
+    inset_x, inset_y = 0.05 * (x1 - x0), 0.05 * (y1 - y0)
+    tight = photo[int(y0 + inset_y) : int(y1 - inset_y), int(x0 + inset_x) : int(x1 - inset_x)]
+    tight = cv2.resize(tight, (224, 224), interpolation=cv2.INTER_CUBIC)
+    shapes = _searched_shapes(detector, monkeypatch)
+    result = detector.detect(tight)
+    assert shapes == [(149, 149), (224, 224)]
+    assert len(result.faces) == 1 and result.faces[0].side > 150
+
+
+def test_a_faceless_photo_already_searched_at_its_largest_scale_is_not_searched_again(
+    monkeypatch,
+):
+    noise = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    detector = FaceDetector()
+    shapes = _searched_shapes(detector, monkeypatch)
+    assert detector.detect(noise).faces == []
+    assert shapes == [(240, 320), (768, 1024)]  # the coarse copy, then detect_max_side's
+
+
 def test_detect_batch_equals_detect_on_each_image(detector, face_patch):
     scene = group_scene(face_patch)
     images = [
