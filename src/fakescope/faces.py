@@ -191,12 +191,16 @@ class FaceDetector:
         under `relative_min` times the largest are skipped either way, but after a settled
         coarse search only those the coarse copy shows are listed among the skipped. An image
         with no face to keep after a search on a smaller copy than `detect_max_side` allows is
-        searched again at that largest scale: 41 of the 55 faceless dfdc-faces validation
-        frames (tight 224-px crops, searched at 149 px) have a face found at 224.
+        searched again at that largest scale (a face that overflows a tight crop, as in
+        dfdc-faces' 224-px frames, can escape the 149-px copy; docs/model-card.md).
         """
         for position, image in enumerate(images):
             _check_image(image, position)
-        fine = [self._fine_scale(image) for image in images]
+        # The largest scale searched is the image itself, or its copy of `detect_max_side`; the
+        # finest needed puts MTCNN's smallest face (20 px) at 3/4 of `min_face_size`.
+        full = [min(1.0, self.detect_max_side / max(image.shape[:2])) for image in images]
+        needed = _SMALLEST_SEARCHED_FACE / (_SEARCH_SHARE * self.min_face_size)
+        fine = [min(scale, needed) for scale in full]
         coarse = [
             min(scale, _COARSE_SIDE / max(image.shape[:2])) for image, scale in zip(images, fine)
         ]
@@ -211,22 +215,12 @@ class FaceDetector:
         for i, faces in zip(rest, self._search([images[i] for i in rest], [fine[i] for i in rest])):
             found[i] = faces
         detections = [self._filter(faces) for faces in found]
-        full = [self._full_scale(image) for image in images]
         faceless = [i for i, seen in enumerate(detections) if not seen.faces and fine[i] < full[i]]
         for i, faces in zip(
             faceless, self._search([images[i] for i in faceless], [full[i] for i in faceless])
         ):
             detections[i] = self._filter(faces)
         return detections
-
-    def _full_scale(self, image: np.ndarray) -> float:
-        """The largest scale searched: the image itself, or its copy of `detect_max_side`."""
-        return min(1.0, self.detect_max_side / max(image.shape[:2]))
-
-    def _fine_scale(self, image: np.ndarray) -> float:
-        """The scale at which MTCNN's smallest face is 3/4 of `min_face_size` (at most full)."""
-        smallest_searched = _SEARCH_SHARE * self.min_face_size
-        return min(self._full_scale(image), _SMALLEST_SEARCHED_FACE / smallest_searched)
 
     def _settles(self, faces: list[Face], scale: float) -> bool:
         """Whether a search at `scale` could see every face `_filter` would keep beside these."""
