@@ -32,13 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fakescope.checkpoint import load_checkpoint
 from fakescope.export.onnx import export_onnx
 from fakescope.export.quantize import crop_sets, quantize_int8
-from fakescope.inference.backends import (
-    Backend,
-    OnnxBackend,
-    TorchBackend,
-    cpu_has_bf16,
-    physical_cores,
-)
+from fakescope.hardware import cpu_has_bf16, physical_cores
+from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend
 from fakescope.inference.loading import resolve
 from fakescope.models.registry import create_detector
 from fakescope.utils import atomic_write_json

@@ -6,7 +6,6 @@ numpy array, so the Detector scores crops the same way whichever backend it hold
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -14,10 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-Precision = Literal["auto", "fp32", "bf16"]
+from fakescope.hardware import cpu_has_bf16, int8_products_saturate, physical_cores
 
-# CPU flags that mean oneDNN has native bf16 kernels (Cooper Lake / Zen 4 and later, AMX).
-_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+# ONNX Runtime's session option for u8 x u8 int8 kernels in place of u8 x s8 on x86.
+EXACT_INT8_OPTION = "session.x64quantprecision"
 
 
 class Backend(Protocol):
@@ -25,38 +25,6 @@ class Backend(Protocol):
 
     def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, S, S) normalised float batch -> (B, K) float32 logits."""
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share one core's FMA units)."""
-    if hasattr(os, "sched_getaffinity"):
-        allowed = os.sched_getaffinity(0)
-    else:
-        allowed = set(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            cores.add((package, (topology / "core_id").read_text().strip()))
-        except OSError:  # no sysfs topology (not Linux, or a sandbox): count logical CPUs
-            return max(1, len(allowed))
-    return max(1, len(cores))
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU runs bf16 natively and PyTorch's oneDNN can use it."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return any(flag in flags for flag in _BF16_FLAGS)
-    except OSError:
-        pass
-    return False
 
 
 class TorchBackend:
@@ -107,6 +75,12 @@ class OnnxBackend:
         # No spin-waiting between runs: MTCNN and the producer pool run torch in this process,
         # and spinning ORT workers starved them (measured: a torch + ORT loop ran 20x slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if int8_products_saturate():
+            # INT8 models then run ONNX Runtime's exact u8 x u8 kernels: on an AVX2-only CPU the
+            # default U8S8 ones moved the shipped INT8 default's P(fake) by 0.22 on average, and
+            # these by 0.03, as VNNI does (docs/performance.md). Left off with VNNI, where it
+            # would only cost speed; fp32 models are not affected.
+            options.add_session_config_entry(EXACT_INT8_OPTION, "1")
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
