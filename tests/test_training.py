@@ -34,6 +34,7 @@ from fakescope.data.discovery import DataError
 from fakescope.data.pairmasks import mask_name
 from fakescope.data.toy import make_toy_dataset
 from fakescope.demo import demo_config
+from fakescope.training import fit as fit_module
 from fakescope.training.fit import fit
 from fakescope.training.module import DetectorModule
 
@@ -219,18 +220,41 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
     assert results["global_step"] > 0
 
 
-def test_bf16_channels_last_and_accumulation_train(tmp_path: Path):
+@pytest.mark.parametrize(
+    "native_bf16, asked, runs_in",
+    [
+        (True, "auto", "bf16-mixed"),
+        (False, "auto", "32"),
+        (True, "32", "32"),
+        (False, "bf16-mixed", "bf16-mixed"),  # asked for: kept, with a warning
+    ],
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(
+    monkeypatch, caplog, tmp_path: Path, native_bf16: bool, asked: str, runs_in: str
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fit_module, "cpu_has_bf16", lambda: native_bf16)
+    config = _config(tmp_path, tmp_path / "runs", epochs=1, precision=asked)
+    with caplog.at_level(logging.WARNING, logger=fit_module.__name__):
+        assert fit_module.resolve_precision(config).trainer.precision == runs_in
+    assert ("emulated" in caplog.text) == (asked == "bf16-mixed" and not native_bf16)
+
+
+def test_bf16_channels_last_and_accumulation_train(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(fit_module, "cpu_has_bf16", lambda: True)
     data = make_toy_dataset(tmp_path / "data", n_per_class=20, size=48, seed=5)
     config = _config(
         data,
         tmp_path / "runs",
         epochs=1,
-        precision="bf16-mixed",
+        precision="auto",
         channels_last=True,
         accumulate_grad_batches=2,
     )
     config = config.model_copy(update={"data": config.data.model_copy(update={"batch_size": 8})})
     run = fit(config)
+    # The run records what "auto" resolved to, so its config.yaml trains the same way anywhere.
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
     results = json.loads((run / "results.json").read_text())
     assert (
         results["global_step"] == 2

@@ -171,7 +171,9 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainerConfig(_Strict):
     max_epochs: int = Field(10, gt=0)
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    # "auto": bf16-mixed where the hardware runs bf16 natively, else "32"; a run dir's config.yaml
+    # records what it resolved to (`fakescope.training.fit.resolve_precision`).
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "32"
     gradient_clip_norm: float | None = 1.0
     accumulate_grad_batches: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
