@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fakescope.checkpoint import load_checkpoint
 from fakescope.export.onnx import export_onnx
 from fakescope.export.quantize import crop_sets, quantize_int8
-from fakescope.hardware import cpu_has_bf16, physical_cores
+from fakescope.hardware import cpu_has_bf16, int8_products_saturate, physical_cores
 from fakescope.inference.backends import Backend, OnnxBackend, TorchBackend
 from fakescope.inference.loading import resolve
 from fakescope.models.registry import create_detector
@@ -175,6 +175,8 @@ def main() -> None:
         "physical_cores": cores,
         "torch_threads": torch.get_num_threads(),
         "cpu_has_bf16": cpu_has_bf16(),
+        # True: INT8 runs ONNX Runtime's exact u8 x u8 kernels (no VNNI), slower than u8 x s8.
+        "int8_products_saturate": int8_products_saturate(),
         "cpu_mhz": mhz,
         "fp32_peak_gflop_per_s_estimate": round(peak, 1) if peak else None,
         "peak_assumption": f"{cores} cores x cpu MHz x {FP32_FLOPS_PER_CYCLE} fp32 FLOP/cycle",
