@@ -195,8 +195,9 @@ def quantize_int8(
     """Write `out_path`: static INT8 (QDQ, per-channel weights) of the fp32 ONNX at `fp32_path`.
 
     Activations are unsigned and weights signed (U8S8): the fast path of ONNX Runtime's x86
-    kernels, and on CPUs with VNNI it has none of the saturation that U8S8 has with AVX2. The
-    input's quantiser is set from the card (`input_grid`), not calibrated.
+    kernels, exact on CPUs with VNNI; on x86 CPUs without it those kernels saturate, so
+    `OnnxBackend` runs the file with the runtime's exact u8 x u8 kernels there. The input's
+    quantiser is set from the card (`input_grid`), not calibrated.
     """
     if len(calibration) == 0:
         raise ExportError(f"{fp32_path}: no calibration crops to quantise with")
