@@ -52,7 +52,9 @@ def main() -> None:
     if args.out and args.out.exists():
         parser.error(f"{args.out} already exists; choose another name")
     detector = fakescope.load(args.model)
-    samples = select_split(discover_folder(args.data), args.split)
+    # A checkpoint of a run that trained on the folder brings the run's own split, as in evaluate.
+    checkpoint = Path(args.model) if Path(args.model).is_file() else None
+    samples = select_split(discover_folder(args.data, checkpoint), args.split)
     results = detector.predict_batch([sample.path for sample in samples])
     counts = count_flagged(results, [sample.label for sample in samples], detector.threshold)
     for group, numbers in counts.items():
