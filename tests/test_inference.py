@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pydantic import ValidationError
 from skimage import data as skdata
@@ -15,6 +17,7 @@ from skimage import data as skdata
 import fakescope
 from fakescope.data.toy import read_patch_boxes
 from fakescope.faces import crop_face
+from fakescope.inference import backends
 from fakescope.inference.detector import Detector
 from fakescope.inference.explain import explain_crops, explain_image
 from fakescope.inference.inputs import InputProblem, ScanInput, expand_inputs
@@ -349,3 +352,23 @@ def test_mirror_averaged_heat_maps_explain_crop_and_mirror_alike(trained_run: Pa
     assert not all(
         np.allclose(a, b[:, ::-1], atol=1e-4) for a, b in zip(plain, maps(detector.card, flipped))
     )
+
+
+@pytest.mark.parametrize(
+    ("precision", "native_bf16", "warns"),
+    [
+        ("bf16", False, True),
+        ("bf16", True, False),
+        ("auto", False, False),
+    ],
+)
+def test_torch_backend_warns_when_asked_for_emulated_bf16(
+    monkeypatch, precision: str, native_bf16: bool, warns: bool
+):
+    # Emulated bf16 ran 12x slower than fp32 on an AVX2-only CPU; "auto" never picks it there.
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: native_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = backends.TorchBackend(torch.nn.Conv2d(3, 2, 1), precision=precision)
+    assert any("emulated" in str(w.message) for w in caught) == warns
+    assert backend.bf16 == (precision == "bf16" or native_bf16)

@@ -6,6 +6,7 @@ numpy array, so the Detector scores crops the same way whichever backend it hold
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -32,7 +33,9 @@ class TorchBackend:
 
     precision: "auto" uses bf16 autocast on a CPU with native bf16 (see `cpu_has_bf16`), fp32
     elsewhere and on GPUs. bf16 moves P(fake) by about 1e-2 at most; use "fp32" for scores that
-    must match training-time evaluation bit for bit. The model is converted in place.
+    must match training-time evaluation bit for bit. "bf16" asked for on a CPU that emulates it
+    runs, with a warning: 12x slower than fp32 on an AVX2-only CPU (docs/performance.md).
+    The model is converted in place.
     """
 
     def __init__(self, model: nn.Module, precision: Precision = "auto", channels_last: bool = True):
@@ -41,6 +44,12 @@ class TorchBackend:
         self.device = next(model.parameters()).device
         on_cpu = self.device.type == "cpu"
         self.bf16 = precision == "bf16" or (precision == "auto" and on_cpu and cpu_has_bf16())
+        if precision == "bf16" and on_cpu and not cpu_has_bf16():
+            warnings.warn(
+                "bf16 on a CPU without native bf16 is emulated and runs several times slower "
+                "than fp32; use precision 'auto' or 'fp32'",
+                stacklevel=2,
+            )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.eval().to(memory_format=self.memory_format)
         self.name = (
