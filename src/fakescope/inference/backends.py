@@ -43,8 +43,9 @@ class TorchBackend:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         self.device = next(model.parameters()).device
         on_cpu = self.device.type == "cpu"
-        self.bf16 = precision == "bf16" or (precision == "auto" and on_cpu and cpu_has_bf16())
-        if precision == "bf16" and on_cpu and not cpu_has_bf16():
+        native_cpu_bf16 = on_cpu and cpu_has_bf16()
+        self.bf16 = precision == "bf16" or (precision == "auto" and native_cpu_bf16)
+        if precision == "bf16" and on_cpu and not native_cpu_bf16:
             warnings.warn(
                 "bf16 on a CPU without native bf16 is emulated and runs several times slower "
                 "than fp32; use precision 'auto' or 'fp32'",
