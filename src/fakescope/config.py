@@ -93,6 +93,9 @@ class DataConfig(_Strict):
     # Train also on the other faces of each real training image that `fakescope faces` cut
     # (`other_faces/`), labelled real: the scan scores every face, bystanders included.
     other_real_faces: bool = False
+    # Shuffle each fake into the batch of the real it was made from: self-blends beside their
+    # source face, a source's pairs.csv fakes beside their real (`fakescope.training.pairing`).
+    paired_batches: bool = False
     sharpen_blurry: bool = False
     blur_threshold: float = 100.0
     balance: Literal["none", "undersample", "weighted-sampler", "class-weights"] = "none"

@@ -16,11 +16,12 @@ from fakescope.config import DataConfig
 from fakescope.data.augment import build_transform
 from fakescope.data.balance import class_weights, undersample, weighted_sampler
 from fakescope.data.dataset import ImageDataset, collate_skip_broken
-from fakescope.data.discovery import DataSplits, Sample
+from fakescope.data.discovery import DataSplits, Sample, groups_from_pairs_csv
 from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks, load_other_faces
 from fakescope.data.pairmasks import load_crop_masks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.models.card import DetectorCard
+from fakescope.training.pairing import PairedShuffle, blend_partners, listed_partners, merged
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def source_groups(config: DataConfig) -> dict[Path, tuple[int, str]]:
+    """Image path -> (source, group) of every source's `pairs.csv`."""
+    return {
+        path: (number, group)
+        for number, source in enumerate(config.sources)
+        if source.pairs_csv
+        for path, group in groups_from_pairs_csv(source.pairs_csv).items()
+    }
 
 
 def _roots(config: DataConfig) -> list[Path]:
@@ -155,13 +166,13 @@ class FolderDataModule(L.LightningDataModule):
         dataset = self._dataset(samples, train)
         if train and self.config.self_blend:
             # Keys carry the epoch to persistent workers, so each epoch blends new fakes.
-            sampler = EpochKeySampler(EpochShuffle(len(dataset), self.seed))
+            sampler = EpochKeySampler(self._train_order(samples, dataset))
             batch_size = self.config.batch_size
         elif train:
             sampler = (
                 weighted_sampler(samples, self.seed)
                 if self.config.balance == "weighted-sampler"
-                else EpochShuffle(len(samples), self.seed)
+                else self._train_order(samples, dataset)
             )
             batch_size = self.config.batch_size
         else:
@@ -177,6 +188,18 @@ class FolderDataModule(L.LightningDataModule):
             collate_fn=collate_skip_broken,
             drop_last=False,
         )
+
+    def _train_order(self, samples: list[Sample], dataset: Dataset) -> Sampler[int]:
+        """The epoch's shuffle of the training items; with `paired_batches`, each fake beside
+        the real it was made from."""
+        if not self.config.paired_batches:
+            return EpochShuffle(len(dataset), self.seed)
+        listed = listed_partners(samples, source_groups(self.config))
+        sources = [lambda epoch: listed]
+        if isinstance(dataset, WithSelfBlends):
+            owners = [index for index, sample in enumerate(samples) if sample.label == 0]
+            sources.append(blend_partners(dataset.blends, owners, offset=len(samples)))
+        return PairedShuffle(len(dataset), self.seed, merged(*sources))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_samples, train=True)
