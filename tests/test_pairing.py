@@ -4,36 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from fakescope.config import DataConfig, SelfBlendConfig, SourceConfig
 from fakescope.data.discovery import Sample
 from fakescope.data.sources import discover_sources
 from fakescope.data.toy import make_toy_dataset
 from fakescope.models.registry import get_spec
 from fakescope.training.datamodule import FolderDataModule
-from fakescope.training.pairing import PairedShuffle, listed_partners, merged
+from fakescope.training.pairing import EpochShuffle, listed_partners, merged
 
 
-def test_a_paired_shuffle_places_every_item_once_with_its_fakes_right_after_their_real():
+def test_a_shuffle_with_partners_places_each_item_once_and_fakes_right_after_their_real():
     partners = {0: [5], 3: [7, 9]}
-    sampler = PairedShuffle(12, seed=1, partners=lambda epoch: partners)
+    sampler = EpochShuffle(12, seed=1, partners=lambda epoch: partners)
     order = list(sampler)
     assert sorted(order) == list(range(12))
     assert order[order.index(0) + 1] == 5
     assert order[order.index(3) + 1 : order.index(3) + 3] == [7, 9]
-    again = PairedShuffle(12, seed=1, partners=lambda epoch: partners)
+    again = EpochShuffle(12, seed=1, partners=lambda epoch: partners)
     assert list(again) == order  # (seed, epoch) alone decide
     sampler.set_epoch(1)
     assert list(sampler) != order
 
 
-def test_a_paired_shuffle_asks_for_each_epochs_partners():
+def test_without_partners_the_order_is_the_runs_before_pairing_existed():
+    sampler = EpochShuffle(50, seed=43)
+    sampler.set_epoch(3)
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(46)).tolist()
+    assert list(sampler) == expected
+
+
+def test_a_paired_epoch_shuffle_asks_for_each_epochs_partners():
     asked = []
 
     def of_epoch(epoch: int) -> dict[int, list[int]]:
         asked.append(epoch)
         return {0: [epoch + 1]}
 
-    sampler = PairedShuffle(4, seed=0, partners=of_epoch)
+    sampler = EpochShuffle(4, seed=0, partners=of_epoch)
     sampler.set_epoch(2)
     order = list(sampler)
     assert asked == [2] and order[order.index(0) + 1] == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import lightning as L
 import numpy as np
@@ -21,28 +20,9 @@ from fakescope.data.facecrops import LANDMARKS_FILE, load_crop_landmarks, load_o
 from fakescope.data.pairmasks import load_crop_masks
 from fakescope.data.sbi import EpochKeySampler, SbiConfig, SelfBlendedDataset, WithSelfBlends
 from fakescope.models.card import DetectorCard
-from fakescope.training.pairing import PairedShuffle, blend_partners, listed_partners, merged
+from fakescope.training.pairing import EpochShuffle, blend_partners, listed_partners, merged
 
 log = logging.getLogger(__name__)
-
-
-class EpochShuffle(Sampler[int]):
-    """A shuffle that depends only on (seed, epoch): resumed runs see the same order."""
-
-    def __init__(self, size: int, seed: int):
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def source_groups(config: DataConfig) -> dict[Path, tuple[int, str]]:
@@ -199,7 +179,7 @@ class FolderDataModule(L.LightningDataModule):
         if isinstance(dataset, WithSelfBlends):
             owners = [index for index, sample in enumerate(samples) if sample.label == 0]
             sources.append(blend_partners(dataset.blends, owners, offset=len(samples)))
-        return PairedShuffle(len(dataset), self.seed, merged(*sources))
+        return EpochShuffle(len(dataset), self.seed, merged(*sources))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_samples, train=True)

@@ -55,16 +55,16 @@ def blend_partners(
     return of_epoch
 
 
-class PairedShuffle(Sampler[int]):
-    """An epoch-seeded shuffle of units: a real item followed by its fakes, or one item alone.
+class EpochShuffle(Sampler[int]):
+    """A shuffle that depends only on (seed, epoch): a resumed run sees the same order.
 
-    `partners(epoch)` says which fakes follow which real that epoch; an item is placed once,
-    with its real if it has one. A pair straddles two batches when its real ends one (about one
-    pair in 32 at a batch of 32). Depends only on (seed, epoch): a resumed run sees the same
-    order.
+    With `partners` it shuffles units instead of items: a real item followed by the fakes that
+    `partners(epoch)` gives it, or one item alone; each item is placed once, with its real if
+    it has one. A pair falls across two batches when its real ends one (about one pair in 32
+    at a batch of 32).
     """
 
-    def __init__(self, size: int, seed: int, partners: Callable[[int], Partners]):
+    def __init__(self, size: int, seed: int, partners: Callable[[int], Partners] | None = None):
         self.size = size
         self.seed = seed
         self.partners = partners
@@ -74,7 +74,7 @@ class PairedShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        partners = self.partners(self.epoch)
+        partners = self.partners(self.epoch) if self.partners else {}
         following = {fake for fakes in partners.values() for fake in fakes}
         units = [[i, *partners.get(i, [])] for i in range(self.size) if i not in following]
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
