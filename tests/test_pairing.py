@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from fakescope.config import DataConfig, SelfBlendConfig, SourceConfig
@@ -110,3 +111,14 @@ def test_paired_batches_put_self_blends_and_listed_fakes_beside_their_reals(tmp_
             real = keys[keys.index(real) - 1]
         expected = path_of(fake) if fake in blended else partner_of[path_of(fake).resolve()]
         assert path_of(real).resolve() == expected.resolve()
+
+
+def test_paired_batches_refuse_a_weighted_sampler_that_would_ignore_them(tmp_path: Path):
+    data = make_toy_dataset(tmp_path / "data", n_per_class=6, size=32, seed=4)
+    config = DataConfig(
+        sources=[SourceConfig(root=data)], paired_batches=True, balance="weighted-sampler"
+    )
+    (tmp_path / "run").mkdir()
+    splits, _ = discover_sources(config, tmp_path / "run")
+    with pytest.raises(ValueError, match="paired_batches and balance: weighted-sampler"):
+        FolderDataModule(config, get_spec("lite0").card, splits, seed=0)

@@ -90,8 +90,9 @@ class FolderDataModule(L.LightningDataModule):
         self.train_samples: list[Sample] = train
         self.val_samples: list[Sample] = splits.val
         self.test_samples: list[Sample] = splits.test
-        if config.self_blend and config.balance == "weighted-sampler":
-            raise ValueError("data.self_blend and balance: weighted-sampler cannot be combined")
+        for option in ("self_blend", "paired_batches"):
+            if getattr(config, option) and config.balance == "weighted-sampler":
+                raise ValueError(f"data.{option} and balance: weighted-sampler cannot be combined")
         self.landmarks = crop_landmarks(config) if config.self_blend else {}
         with_masks = bool(config.self_blend and config.self_blend.mask_loss_weight > 0)
         self.masks = crop_masks(config) if with_masks else None
