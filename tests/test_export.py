@@ -73,11 +73,11 @@ def test_onnx_logits_match_torch_at_any_batch_size(exported: dict, checkpoint: P
     assert np.abs(onnx_logits - reference).max() < 1e-4
 
 
-def export_small(name: str, folder: Path) -> tuple[nn.Module, Path]:
+def export_small(name: str, folder: Path, **options) -> tuple[nn.Module, Path]:
     model = create_detector(
-        name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}
+        name, pretrained=False, card_overrides={"input_size": SMALL_SIZE}, **options
     ).eval()
-    metadata = {"detector": name, "options": {}, "card": model.card.model_dump(mode="json")}
+    metadata = {"detector": name, "options": options, "card": model.card.model_dump(mode="json")}
     return model, export_onnx(model, metadata, folder / f"{name}.onnx")
 
 
@@ -105,6 +105,15 @@ def test_every_registered_detector_exports(name: str, tmp_path: Path):
         with torch.no_grad():
             reference = model(torch.from_numpy(inputs)).numpy()
         assert np.abs(backend.logits(inputs) - reference).max() < 1e-4
+
+
+def test_lite_with_average_and_maximum_pooling_exports(tmp_path: Path):
+    model, path = export_small("lite0", tmp_path, pooling="avgmax")
+    assert read_onnx_metadata(path)["options"] == {"pooling": "avgmax"}
+    inputs = batch(3, SMALL_SIZE, seed=7)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(inputs)).numpy()
+    assert np.abs(OnnxBackend(path).logits(inputs) - reference).max() < 1e-4
 
 
 def test_int8_stays_close_to_fp32(exported: dict):

@@ -18,6 +18,7 @@ from fakescope.models.backbones import (
     map_by_position,
     read_state_dict,
 )
+from fakescope.models.families.efficientnet_lite import AvgMaxPool
 from fakescope.models.families.multibranch import BlockDCT, dct_basis
 from fakescope.models.registry import create_detector, list_detectors
 
@@ -188,6 +189,22 @@ def test_lite_cards_follow_timm_pretrained_config(variant):
     card = create_detector(variant).card
     assert card.mean == tuple(cfg["mean"]) and card.std == tuple(cfg["std"])
     assert card.input_size == cfg["input_size"][-1] and card.face_crop == "mtcnn"
+
+
+def test_avgmax_pool_keeps_a_trace_found_in_one_place():
+    features = torch.zeros(1, 2, 6, 6)
+    features[0, 0, 1, 4] = 36.0  # one hot spot in channel 0
+    features[0, 1] = -1.0
+    pooled = AvgMaxPool()(features).flatten()
+    assert pooled.tolist() == [1.0, -1.0, 36.0, -1.0]  # means, then maxima
+
+
+def test_lite_pooling_option_sets_the_head():
+    avgmax = create_detector("lite0", card_overrides=SMALL, pooling="avgmax").eval()
+    assert avgmax.classifier.in_features == 2 * avgmax.num_features
+    assert avgmax(torch.randn(2, 3, 64, 64)).shape == (2, 1)
+    with pytest.raises(ValueError, match="avg, avgmax"):
+        create_detector("lite0", card_overrides=SMALL, pooling="gem")
 
 
 def test_missing_weights_name_the_file_and_how_to_provide_it(empty_weight_caches):

@@ -16,16 +16,38 @@ from fakescope.models.registry import register_detector
 INPUT_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
-class EfficientNetLiteDetector(BackboneDetector):
-    """Backbone -> global average pool -> dropout -> Linear(1280, 1)."""
+POOLINGS = ("avg", "avgmax")
 
-    def __init__(self, backbone: nn.Module, drop_rate: float) -> None:
+
+class AvgMaxPool(nn.Module):
+    """Each channel's mean and maximum over the map, side by side: (B, 2C, 1, 1).
+
+    The maximum keeps a trace found in one place (a blend boundary around the eyes) from being
+    averaged away over the whole face.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
+        self.avg = nn.AdaptiveAvgPool2d(1)
+        self.max = nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.avg(features), self.max(features)], dim=1)
+
+
+class EfficientNetLiteDetector(BackboneDetector):
+    """Backbone -> global pool (average, or average and maximum) -> dropout -> Linear(., 1)."""
+
+    def __init__(self, backbone: nn.Module, drop_rate: float, pooling: str = "avg") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.backbone = backbone
         self.num_features = backbone.num_features  # channels of forward_features' map
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if pooling == "avg" else AvgMaxPool()
         self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.num_features, 1)
+        pooled = self.num_features * (1 if pooling == "avg" else 2)
+        self.classifier = nn.Linear(pooled, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -46,6 +68,7 @@ def build_lite(
     weights_path: Path | None,
     allow_download: bool,
     drop_rate: float = 0.2,
+    pooling: str = "avg",
 ) -> EfficientNetLiteDetector:
     backbone = create_backbone(
         f"tf_efficientnet_{variant}",
@@ -55,7 +78,7 @@ def build_lite(
         num_classes=0,
         global_pool="",
     )
-    return EfficientNetLiteDetector(backbone, drop_rate)
+    return EfficientNetLiteDetector(backbone, drop_rate, pooling)
 
 
 for _variant, _input_size in INPUT_SIZES.items():
