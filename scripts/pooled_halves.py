@@ -14,13 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from fakescope.checkpoint import load_checkpoint
 from fakescope.data.augment import build_transform
+from fakescope.io.images import decode_image
 
 
 def half_terms(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ def main() -> None:
         picked = np.random.default_rng(0).permutation(len(val))[: args.per_set]
         paths = [Path(manifest["root"]) / val[i][0] for i in picked]
         labels = np.array([val[i][1] for i in picked])
-        images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+        images = [decode_image(path) for path in paths]
         terms = torch.cat(
             [
                 half_terms(model, torch.stack([transform(im) for im in images[i : i + 32]]))

@@ -16,9 +16,6 @@ from fakescope.models.registry import register_detector
 INPUT_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
-POOLINGS = ("avg", "avgmax")
-
-
 class AvgMaxPool(nn.Module):
     """Each channel's mean and maximum over the map, side by side: (B, 2C, 1, 1).
 
@@ -35,6 +32,10 @@ class AvgMaxPool(nn.Module):
         return torch.cat([self.avg(features), self.max(features)], dim=1)
 
 
+# Each pooling: how to build it, and how many values it gives per channel.
+POOLINGS = {"avg": (partial(nn.AdaptiveAvgPool2d, 1), 1), "avgmax": (AvgMaxPool, 2)}
+
+
 class EfficientNetLiteDetector(BackboneDetector):
     """Backbone -> global pool (average, or average and maximum) -> dropout -> Linear(., 1)."""
 
@@ -44,10 +45,10 @@ class EfficientNetLiteDetector(BackboneDetector):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.backbone = backbone
         self.num_features = backbone.num_features  # channels of forward_features' map
-        self.pool = nn.AdaptiveAvgPool2d(1) if pooling == "avg" else AvgMaxPool()
+        make_pool, values_per_channel = POOLINGS[pooling]
+        self.pool = make_pool()
         self.dropout = nn.Dropout(drop_rate)
-        pooled = self.num_features * (1 if pooling == "avg" else 2)
-        self.classifier = nn.Linear(pooled, 1)
+        self.classifier = nn.Linear(self.num_features * values_per_channel, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
