@@ -24,12 +24,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from fakescope.data.discovery import PAIRS_FILE, DataError, find_images, pairs_from_csv
 from fakescope.data.pairmasks import difference_mask, mask_name
 from fakescope.faces import FaceDetector, crop_face, crop_square
-from fakescope.io.images import ImageDecodeError, decode_image
+from fakescope.io.images import ImageDecodeError, decode_image, encode_png
 from fakescope.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -48,12 +47,6 @@ def other_face_name(crop: str, index: int) -> str:
     """Where the `index`-th other face (1: the second largest) of a crop's image is saved:
     `other_faces/real/abc.1.png`."""
     return f"{OTHER_FACES_DIR}/{crop.removesuffix('.png')}.{index}.png"
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def _crop_landmarks(landmarks: np.ndarray, box, margin: float, size: int) -> list[list[float]]:
@@ -91,7 +84,9 @@ def _write_difference_masks(
             not_aligned += 1
             continue
         crop = _cut(mask, boxes[name], margin, size)
-        atomic_write_bytes(out_root / mask_name(name), _png(np.round(crop * 255).astype(np.uint8)))
+        atomic_write_bytes(
+            out_root / mask_name(name), encode_png(np.round(crop * 255).astype(np.uint8))
+        )
         written += 1
     return {"difference_masks": written, "pairs_without_mask": not_aligned}
 
@@ -141,7 +136,7 @@ def extract_face_crops(
         """Write crop `name` of `image` (cut around `box`, whole if None) and note its landmarks."""
         if points is not None:
             landmarks[name] = _crop_landmarks(points, box, margin, size)
-        atomic_write_bytes(out_root / name, _png(_cut(image, box, margin, size)))
+        atomic_write_bytes(out_root / name, encode_png(_cut(image, box, margin, size)))
 
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]

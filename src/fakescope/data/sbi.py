@@ -51,7 +51,7 @@ from fakescope.data.dataset import decode_or_warn, with_mask_target
 from fakescope.data.discovery import DataError, Sample, find_images
 from fakescope.data.traces import upsampling_trace
 from fakescope.faces import FaceDetector
-from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, encode_png
 from fakescope.utils import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -928,9 +928,9 @@ def synthesize_sbi(
                     picked = None
             result = self_blend_details(image, landmarks, rng, config, donor)
             name = relative.with_name(f"{relative.stem}_sbi{k}.png")
-            atomic_write_bytes(out_root / FAKE_FOLDER / name, _png(result.fake))
+            atomic_write_bytes(out_root / FAKE_FOLDER / name, encode_png(result.fake))
             mask_pixels = np.rint(result.mask * 255).astype(np.uint8)
-            atomic_write_bytes(out_root / MASK_FOLDER / name, _png(mask_pixels))
+            atomic_write_bytes(out_root / MASK_FOLDER / name, encode_png(mask_pixels))
             fakes.append(
                 {
                     "file": (Path(FAKE_FOLDER) / name).as_posix(),
@@ -974,13 +974,3 @@ def synthesize_sbi(
         "out_dir": str(out_root),
         "manifest": str(manifest),
     }
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    # OpenCV writes BGR; a single-channel mask is written as it is.
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for an array of shape {pixels.shape}")
-    return encoded.tobytes()

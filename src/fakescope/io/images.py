@@ -61,6 +61,13 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
     return _decode_bytes(data, name, max_pixels)
 
 
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of an RGB (H, W, 3) or single-channel (H, W) uint8 array; fast, lossless."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def check_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Check cheaply that `source` is a complete image; raise ImageDecodeError if not.
 
