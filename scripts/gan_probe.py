@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakescope.data.dataset import laplacian_variance
 from fakescope.data.discovery import discover_folder
 from fakescope.evaluation.evaluate import SPLITS, select_split
+from fakescope.evaluation.perturb import gaussian_blur
 from fakescope.io.images import decode_image, encode_png
 from fakescope.utils import atomic_write_bytes, atomic_write_json
 
@@ -84,20 +86,15 @@ def shrink(image: np.ndarray, size: int = PROBE_SIZE) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def sharpness(image: np.ndarray) -> float:
-    """The variance of the grey image's Laplacian: high for fine detail, low for a soft face."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
-
-
 def blur_to(image: np.ndarray, target: float) -> np.ndarray:
     """The least blurred copy of `image` (Gaussian, sigma 0.3 to 3 in steps of 0.1) whose
-    sharpness is at most `target`; `image` itself when it is already that soft."""
-    if sharpness(image) <= target:
+    sharpness (variance of the Laplacian) is at most `target`; `image` itself when it is
+    already that soft."""
+    if laplacian_variance(image) <= target:
         return image
     for sigma in np.arange(0.3, 3.05, 0.1):
-        blurred = cv2.GaussianBlur(image, (0, 0), sigma)
-        if sharpness(blurred) <= target:
+        blurred = gaussian_blur(image, sigma)
+        if laplacian_variance(blurred) <= target:
             break
     return blurred
 
@@ -117,7 +114,7 @@ def write_probe(
     generated = generate_faces(generator, fakes, seed)
     for index, pixels in enumerate(generated):
         atomic_write_bytes(out / "fake" / f"dcgan_{index:05d}.png", encode_png(pixels))
-    targets = np.array([sharpness(pixels) for pixels in generated])
+    targets = np.array([laplacian_variance(pixels) for pixels in generated])
     rng = np.random.default_rng(seed)
     reals: dict[str, int] = {}
     for real_dir in real_dirs:

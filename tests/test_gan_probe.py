@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fakescope.data.dataset import laplacian_variance
 from fakescope.data.discovery import discover_folder
 from fakescope.io.images import decode_image, encode_png
 
@@ -52,9 +53,9 @@ def test_the_probe_holds_the_shrunk_reals_and_the_generated_fakes(tmp_path):
 def test_blurring_to_a_sharpness_reaches_it_and_leaves_soft_images_alone():
     rng = np.random.default_rng(1)
     sharp = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    target = gan_probe.sharpness(sharp) / 20
+    target = laplacian_variance(sharp) / 20
     blurred = gan_probe.blur_to(sharp, target)
-    assert gan_probe.sharpness(blurred) <= target < gan_probe.sharpness(sharp)
+    assert laplacian_variance(blurred) <= target < laplacian_variance(sharp)
     soft = np.full((64, 64, 3), 128, dtype=np.uint8)
     assert gan_probe.blur_to(soft, target) is soft
 
@@ -72,8 +73,8 @@ def test_matched_reals_are_blurred_and_the_fakes_unchanged(tmp_path):
     gan_probe.write_probe(generator, [data], "all", plain, fakes=3, seed=0)
     gan_probe.write_probe(generator, [data], "all", matched, fakes=3, seed=0, match_sharpness=True)
     for name in ("real_0.png", "real_5.png"):
-        assert gan_probe.sharpness(decode_image(matched / "real" / f"faces_{name}")) < (
-            gan_probe.sharpness(decode_image(plain / "real" / f"faces_{name}"))
+        assert laplacian_variance(decode_image(matched / "real" / f"faces_{name}")) < (
+            laplacian_variance(decode_image(plain / "real" / f"faces_{name}"))
         )
     for index in range(3):
         fake = f"fake/dcgan_{index:05d}.png"
