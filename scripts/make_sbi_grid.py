@@ -5,9 +5,11 @@ cropped two ways), so no data-set image lands in the repository. Each row: the r
 the fake, its mask and the difference (amplified) between the two. The splice row takes its
 parts from the mirrored photo, the only other face at hand. The last two rows show the
 generator traces (fakescope.data.traces): a blended face whose source went through a
-random up-sampling layer, and a whole face re-rendered by one.
+random up-sampling layer, and a whole face re-rendered by one. With `--tracers` (`make
+tracers`), two more rows show the same with a trained decoder (fakescope.data.learned_traces).
 
     .venv/bin/python scripts/make_sbi_grid.py [--out docs/images/sbi_examples.png] [--seed 0]
+        [--tracers tracers/*.safetensors]
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ EXAMPLES = (
     ("face + generator trace", 0.3, False, "traced"),
     ("whole face re-rendered", 0.3, True, "generated"),
 )
+LEARNED_EXAMPLES = (
+    ("face + trained decoder's trace", 0.3, False, "traced"),
+    ("whole face, trained decoder", 0.3, True, "generated"),
+)
 
 
 def face_crops(detector: FaceDetector) -> dict[tuple[float, bool], tuple[np.ndarray, np.ndarray]]:
@@ -60,30 +66,33 @@ def face_crops(detector: FaceDetector) -> dict[tuple[float, bool], tuple[np.ndar
     return crops
 
 
-def config_for(kind: str | None) -> SbiConfig:
+def config_for(kind: str | None, tracers: tuple[Path, ...] = ()) -> SbiConfig:
     if kind in (None, "face", "splice"):
         return SbiConfig(part_mask_prob=0.0)
     if kind == "traced":
-        return SbiConfig(part_mask_prob=0.0, generator_trace_prob=1.0)
+        return SbiConfig(part_mask_prob=0.0, generator_trace_prob=1.0, tracers=tracers)
     if kind == "generated":
-        return SbiConfig(generated_prob=1.0)
+        return SbiConfig(generated_prob=1.0, tracers=tracers)
     return SbiConfig(part_mask_prob=1.0, part_kinds=(kind,))
 
 
-def draw(out_png: Path, seed: int) -> None:
+def draw(out_png: Path, seed: int, tracers: tuple[Path, ...]) -> None:
     crops = face_crops(FaceDetector())
     columns = ("real", "synthetic fake", "mask", f"|fake - real| x {DIFFERENCE_GAIN}")
+    rows = [(example, ()) for example in EXAMPLES]
+    if tracers:
+        rows += [(example, tracers) for example in LEARNED_EXAMPLES]
     figure, axes = plt.subplots(
-        len(EXAMPLES), len(columns), figsize=(2.0 * len(columns), 2.1 * len(EXAMPLES))
+        len(rows), len(columns), figsize=(2.0 * len(columns), 2.1 * len(rows))
     )
-    for row, (title, margin, mirrored, kind) in enumerate(EXAMPLES):
+    for row, ((title, margin, mirrored, kind), row_tracers) in enumerate(rows):
         crop, landmarks = crops[(margin, mirrored)]
         donor = Donor(*crops[(margin, not mirrored)]) if kind == "splice" else None
         result = self_blend_details(
             crop,
             None if kind is None else landmarks,
             np.random.default_rng([seed, row]),
-            config_for(kind),
+            config_for(kind, row_tracers),
             donor,
         )
         difference = np.abs(result.fake.astype(np.int16) - crop.astype(np.int16))
@@ -121,8 +130,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images/sbi_examples.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tracers", type=Path, nargs="*", default=[])
     args = parser.parse_args()
-    draw(args.out, args.seed)
+    draw(args.out, args.seed, tuple(args.tracers))
     print(args.out)
 
 

@@ -450,6 +450,49 @@ def synth_sbi(
     )
 
 
+@synth_app.command("train-tracer")
+def synth_train_tracer(
+    out: Path = typer.Argument(..., help="Where to write the tracer (.safetensors)."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="A data folder whose real faces it learns from (repeatable)."
+    ),
+    upsampler: str = typer.Option(
+        "transposed", "--upsampler", help="transposed, nearest (then a convolution) or shuffle."
+    ),
+    split: str = typer.Option(
+        "train", "--split", help="Which split's real faces (train keeps val and test unseen)."
+    ),
+    steps: int = typer.Option(2000, "--steps", min=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train an autoencoder whose decoder up-samples as generators do (AutoGAN, WIFS 2019): its
+    re-rendered real faces are generator traces (data.self_blend.tracers in a training config)."""
+    import json
+
+    from fakescope.data.discovery import DataError, discover_folder
+    from fakescope.data.learned_traces import UPSAMPLERS, save_tracer, train_tracer
+    from fakescope.evaluation.evaluate import select_split
+
+    if upsampler not in UPSAMPLERS:
+        fail(f"--upsampler must be one of {', '.join(UPSAMPLERS)}, got {upsampler!r}")
+    if out.suffix != ".safetensors":
+        fail(f"{out}: a tracer is saved as NAME.safetensors")
+    if split not in ("train", "val", "test", "all"):
+        fail(f"--split must be train, val, test or all, got {split!r}")
+    try:
+        reals = [
+            sample.path
+            for folder in data
+            for sample in select_split(discover_folder(folder), split)
+            if sample.label == 0
+        ]
+        model, summary = train_tracer(reals, upsampler, steps=steps, seed=seed)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    save_tracer(model, upsampler, out)
+    console.print(f"tracer {out}: {json.dumps(summary)}")
+
+
 BACKEND_HELP = "auto, torch or onnx (auto: onnx for .onnx files and for the default's INT8 export)."
 
 

@@ -49,6 +49,7 @@ from torch.utils.data import Dataset, Sampler
 
 from fakescope.data.dataset import decode_or_warn, with_mask_target
 from fakescope.data.discovery import DataError, Sample, find_images
+from fakescope.data.learned_traces import learned_trace
 from fakescope.data.traces import upsampling_trace
 from fakescope.faces import FaceDetector
 from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, encode_png
@@ -114,6 +115,9 @@ class SbiConfig(BaseModel):
     generator_trace_prob: float = Field(0.0, ge=0.0, le=1.0)
     # No blend at all: the whole image re-rendered that way (a face made by a generator).
     generated_prob: float = Field(0.0, ge=0.0, le=1.0)
+    # Trained autoencoders (fakescope.data.learned_traces) that make those traces instead of
+    # random up-sampling layers: each trace drawn from one of them.
+    tracers: tuple[Path, ...] = ()
     # The source taken from another real face (a donor) and pasted through a mask of a random
     # set of its parts: a splice. Only where the target and a donor have landmarks.
     splice_prob: float = Field(0.0, ge=0.0, le=1.0)
@@ -158,6 +162,12 @@ class SbiConfig(BaseModel):
             raise ValueError(f"blend_ratios must be values in (0, 1], got {self.blend_ratios}")
         if self.part_mask_prob > 0 and not self.part_kinds:
             raise ValueError("part_kinds is empty but part_mask_prob > 0")
+        missing = [str(path) for path in self.tracers if not Path(path).is_file()]
+        if missing:
+            raise ValueError(
+                f"tracer(s) not found: {', '.join(missing)} "
+                "(fakescope synth train-tracer makes one)"
+            )
         return self
 
 
@@ -233,7 +243,7 @@ def self_blend_details(
         mask, source = spliced
     # Off means no draw at all: seeded fakes of configs without traces stay as they were.
     elif config.generated_prob and rng.random() < config.generated_prob:
-        fake = np.rint(upsampling_trace(image, rng)).astype(np.uint8)
+        fake = np.rint(_generator_trace(image, rng, config)).astype(np.uint8)
         return SelfBlend(
             fake=fake, mask=np.ones((height, width), np.float32), kind="generated", blend_ratio=1.0
         )
@@ -494,8 +504,14 @@ def _alter_appearance(image: np.ndarray, rng: np.random.Generator, config: SbiCo
     for step in drawn:
         image = np.clip(step(image, rng, config), 0.0, 255.0)
     if config.generator_trace_prob and rng.random() < config.generator_trace_prob:
-        image = upsampling_trace(image, rng)
+        image = _generator_trace(image, rng, config)
     return image
+
+
+def _generator_trace(image: np.ndarray, rng: np.random.Generator, config: SbiConfig) -> np.ndarray:
+    if config.tracers:
+        return learned_trace(image, rng, config.tracers)
+    return upsampling_trace(image, rng)
 
 
 def _shift_rgb(image: np.ndarray, rng: np.random.Generator, config: SbiConfig) -> np.ndarray:
