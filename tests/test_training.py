@@ -320,6 +320,7 @@ def test_self_blended_fakes_join_the_training_set(tmp_path: Path):
 
 def test_self_blend_options_reach_the_blender(tmp_path: Path):
     from fakescope.config import SelfBlendConfig
+    from fakescope.data.learned_traces import save_tracer, trace_autoencoder
     from fakescope.data.sources import discover_sources
     from fakescope.models.registry import get_spec
     from fakescope.training.datamodule import FolderDataModule
@@ -330,10 +331,13 @@ def test_self_blend_options_reach_the_blender(tmp_path: Path):
     mask_file = Path(data) / mask_name(fake.relative_to(data).as_posix())
     mask_file.parent.mkdir(parents=True)
     cv2.imwrite(str(mask_file), np.full((48, 48), 255, np.uint8))
+    tracer = tmp_path / "nearest.safetensors"
+    save_tracer(trace_autoencoder("nearest"), "nearest", tracer)
     options = SelfBlendConfig(
         fake_ratio=0.5,
         generator_trace_prob=0.3,
         generated_prob=0.1,
+        tracers=(tracer,),
         splice_prob=0.2,
         part_mask_prob=0.7,
         mask_loss_weight=0.5,

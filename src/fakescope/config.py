@@ -42,7 +42,7 @@ class SelfBlendConfig(_Strict):
     generated_prob: float = Field(0.0, ge=0.0, le=1.0)
     # Trained tracers (`fakescope synth train-tracer`) that make those traces instead of
     # random up-sampling layers (fakescope.data.learned_traces).
-    tracers: list[Path] = []
+    tracers: tuple[Path, ...] = ()
     # The share of blends that are splices: parts of another real training face pasted in.
     splice_prob: float = Field(0.0, ge=0.0, le=1.0)
     # The share of the other blends whose mask covers one part (the eyes, the nose or the
