@@ -44,7 +44,7 @@ train-default: $(DATASETS:%=crops/%/face_crops.json)
 	$(BIN)/fakescope train configs/default.yaml
 
 # Generator traces from trained decoders (fakescope.data.learned_traces): one small autoencoder
-# per up-sampler, trained on the train splits' real faces (about 4 minutes each on 2 cores).
+# per up-sampler, trained on the train splits' real faces (about 6 minutes each on 2 cores).
 # A config uses them with data.self_blend.tracers.
 UPSAMPLERS := transposed nearest shuffle
 tracers/%.safetensors: $(DATASETS:%=crops/%/face_crops.json)

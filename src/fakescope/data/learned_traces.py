@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from fakescope.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from fakescope.data.dataset import decode_or_warn
+from fakescope.io.images import DEFAULT_MAX_PIXELS
 from fakescope.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -82,14 +84,12 @@ def _reconstruction_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 def _load_faces(paths: Sequence[Path], count: int, rng: np.random.Generator) -> list[np.ndarray]:
-    chosen = rng.permutation(len(paths))[:count]
-    faces = []
-    for index in chosen:
-        try:
-            faces.append(decode_image(paths[index].read_bytes(), DEFAULT_MAX_PIXELS))
-        except (ImageDecodeError, OSError) as error:
-            logger.warning("%s: skipped (%s)", paths[index], error)
-    return faces
+    warned: set[str] = set()
+    chosen = (
+        decode_or_warn(paths[i], DEFAULT_MAX_PIXELS, warned)
+        for i in rng.permutation(len(paths))[:count]
+    )
+    return [face for face in chosen if face is not None]
 
 
 def _patch_batch(
@@ -128,7 +128,7 @@ def train_tracer(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     started = time.monotonic()
-    recent: list[float] = []
+    recent: deque[float] = deque(maxlen=100)
     for step in range(steps):
         pixels = _patch_batch(faces, batch, patch, rng)
         loss = _reconstruction_loss(model(pixels), pixels)
@@ -136,7 +136,7 @@ def train_tracer(
         loss.backward()
         optimizer.step()
         schedule.step()
-        recent = (recent + [loss.item()])[-100:]
+        recent.append(loss.item())
         if (step + 1) % 250 == 0:
             logger.info("%s step %d: loss %.4f", upsampler, step + 1, np.mean(recent))
     model.eval()
